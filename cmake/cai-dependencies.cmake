@@ -1,27 +1,47 @@
 # Finds cai's optional dependencies quietly and sets CAI_HAVE_<DEP>. Used by the build and, installed beside
 # cai-config.cmake, by consumers, so both see the same rules.
-include_guard(GLOBAL)
+#
+# No include_guard: variables and imported targets are scoped to a directory, so a consumer that calls
+# find_package(cai COMPONENTS ...) in two sibling directories needs this file to run in each. A dependency whose
+# target is already visible in the current scope is not searched again (LibTorch's config cannot be loaded twice
+# in one directory).
 
-find_package(nlohmann_json 3 QUIET)
-set(CAI_HAVE_NLOHMANN_JSON ${nlohmann_json_FOUND})
+if(TARGET nlohmann_json::nlohmann_json)
+  set(CAI_HAVE_NLOHMANN_JSON ON)
+else()
+  find_package(nlohmann_json 3 QUIET)
+  set(CAI_HAVE_NLOHMANN_JSON ${nlohmann_json_FOUND})
+endif()
 
-find_package(range-v3 0.12.0 QUIET)
-set(CAI_HAVE_RANGE_V3 ${range-v3_FOUND})
+if(TARGET range-v3::range-v3)
+  set(CAI_HAVE_RANGE_V3 ON)
+else()
+  find_package(range-v3 0.12.0 QUIET)
+  set(CAI_HAVE_RANGE_V3 ${range-v3_FOUND})
+endif()
 
 # Debian ships cpp-httplib with a pkg-config file only.
 set(CAI_HAVE_HTTPLIB OFF)
-find_package(PkgConfig QUIET)
-if(PkgConfig_FOUND)
-  pkg_check_modules(CAI_HTTPLIB QUIET IMPORTED_TARGET GLOBAL cpp-httplib)
-  if(CAI_HTTPLIB_FOUND)
-    set(CAI_HAVE_HTTPLIB ON)
+if(TARGET PkgConfig::CAI_HTTPLIB)
+  set(CAI_HAVE_HTTPLIB ON)
+else()
+  find_package(PkgConfig QUIET)
+  if(PkgConfig_FOUND)
+    pkg_check_modules(CAI_HTTPLIB QUIET IMPORTED_TARGET GLOBAL cpp-httplib)
+    if(CAI_HTTPLIB_FOUND)
+      set(CAI_HAVE_HTTPLIB ON)
+    endif()
   endif()
 endif()
 
 set(CAI_HAVE_TORCH OFF)
 if(NOT DEFINED CAI_ENABLE_TORCH OR CAI_ENABLE_TORCH)
-  find_package(Torch QUIET)
-  if(Torch_FOUND OR TORCH_FOUND)
+  if(TARGET torch AND DEFINED TORCH_LIBRARIES)
     set(CAI_HAVE_TORCH ON)
+  else()
+    find_package(Torch QUIET)
+    if(Torch_FOUND OR TORCH_FOUND)
+      set(CAI_HAVE_TORCH ON)
+    endif()
   endif()
 endif()

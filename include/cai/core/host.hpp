@@ -79,7 +79,15 @@ class thread_pool {
       ++generation_;
     }
     cv_.notify_all();
-    const std::int64_t mine = drain(task, n);
+    std::int64_t mine = 0;
+    {
+      // The caller works as a worker: nested bulk calls from its tasks must run inline, as on the workers.
+      struct flag_guard {
+        bool saved = std::exchange(in_worker(), true);
+        ~flag_guard() { in_worker() = saved; }
+      } guard;
+      mine = drain(task, n);
+    }
     std::unique_lock lk(mu_);
     done_ += mine;
     // Every worker that joined this job is counted in active_; waiting for it to reach zero guarantees that
