@@ -22,6 +22,18 @@
 
 namespace cai {
 
+/// +infinity and a quiet NaN of R, usable in host and device code (std::numeric_limits is host-only under nvcc).
+template <class R>
+CAI_HD constexpr R infinity_v() noexcept {
+  if constexpr (sizeof(R) == sizeof(float)) return __builtin_huge_valf();
+  else return __builtin_huge_val();
+}
+template <class R>
+CAI_HD constexpr R quiet_nan_v() noexcept {
+  if constexpr (sizeof(R) == sizeof(float)) return __builtin_nanf("");
+  else return __builtin_nan("");
+}
+
 template <class R>
 CAI_HD inline R softplus(R x) noexcept {
   using std::exp;
@@ -55,7 +67,7 @@ CAI_HD inline R log1mexp(R x) noexcept {
   using std::expm1;
   using std::log;
   using std::log1p;
-  if (x > R(0)) return std::numeric_limits<R>::quiet_NaN();
+  if (x > R(0)) return quiet_nan_v<R>();
   constexpr R minus_ln2 = R(-0.693147180559945309417232121458176568);
   return x > minus_ln2 ? log(-expm1(x)) : log1p(-exp(x));
 }
@@ -63,7 +75,7 @@ CAI_HD inline R log1mexp(R x) noexcept {
 /// Online log-sum-exp: (m, s) with s = sum e^(x - m). Identity: m = -inf, s = 0.
 template <class R>
 struct lse_state {
-  R m = -std::numeric_limits<R>::infinity();
+  R m = -infinity_v<R>();
   R s = R(0);
 
   CAI_HD void push(R x) noexcept { *this = merge(*this, lse_state{x, R(1)}); }
@@ -74,7 +86,7 @@ struct lse_state {
   /// Associative merge. NaN in either state gives NaN; +inf gives +inf; the empty state is the identity.
   CAI_HD static lse_state merge(const lse_state& a, const lse_state& b) noexcept {
     using std::exp;
-    constexpr R inf = std::numeric_limits<R>::infinity();
+    constexpr R inf = infinity_v<R>();
     if (a.m != a.m || b.m != b.m) return lse_state{a.m + b.m, R(1)};
     if (a.s == R(0)) return b;
     if (b.s == R(0)) return a;
@@ -87,16 +99,16 @@ struct lse_state {
 /// Online soft-max statistics (m, s, t); see the header comment.
 template <class R>
 struct softmax_state {
-  R m = -std::numeric_limits<R>::infinity();
+  R m = -infinity_v<R>();
   R s = R(0);
   R t = R(0);
 
   /// Adds one value. -inf adds nothing; +inf or NaN make the state NaN (the distribution is undefined).
   CAI_HD void push(R x) noexcept {
-    if (x == -std::numeric_limits<R>::infinity()) return;
+    if (x == -infinity_v<R>()) return;
     *this = merge(*this, softmax_state{x, R(1), R(0)});
   }
-  CAI_HD bool empty() const noexcept { return s == R(0) && t == R(0) && m == -std::numeric_limits<R>::infinity(); }
+  CAI_HD bool empty() const noexcept { return s == R(0) && t == R(0) && m == -infinity_v<R>(); }
 
   CAI_HD static softmax_state merge(const softmax_state& a, const softmax_state& b) noexcept {
     using std::exp;
@@ -119,7 +131,7 @@ struct softmax_state {
     return log(s) - t / s;
   }
   CAI_HD static softmax_state nan_state() noexcept {
-    const R n = std::numeric_limits<R>::quiet_NaN();
+    const R n = quiet_nan_v<R>();
     return softmax_state{n, n, n};
   }
 };
