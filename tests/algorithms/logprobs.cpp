@@ -120,6 +120,24 @@ TEST_CASE("token log-probs stay accurate for logits up to +-1e4 and with -inf en
   }
 }
 
+TEST_CASE("a fully masked batch scores nothing, reads no logits and writes zeros", "[logprobs]") {
+  const std::int64_t N = 3, V = 8;
+  std::vector<float> logits(N * V, std::numeric_limits<float>::quiet_NaN());  // never read
+  const std::vector<std::int32_t> targets{-100, -100, -100};                // padding ids are fine when masked
+  const std::vector<std::uint8_t> mask(N, 0);
+  std::vector<float> logp(N, 5.0f), dx(N * V, 5.0f);
+  const auto s = cai::token_logprobs(cai::host{}, cai::make_view(logits.data(), {N, V}), cai::make_view(targets.data(), {N}),
+                                     cai::make_view(mask.data(), {N}), {.logp = cai::make_view(logp.data(), {N})});
+  CHECK(s.scored_rows == 0);
+  CHECK(s.nonfinite_rows == 0);
+  for (float v : logp) CHECK(v == 0.0f);
+  const std::vector<float> g(N, 1.0f);
+  cai::token_logprobs_backward(cai::host{}, cai::make_view(logits.data(), {N, V}), cai::make_view(targets.data(), {N}),
+                               cai::make_view(mask.data(), {N}), {.dlogp = cai::make_view(g.data(), {N})},
+                               cai::make_view(dx.data(), {N, V}));
+  for (float v : dx) CHECK(v == 0.0f);
+}
+
 TEST_CASE("rows with NaN or +inf logits give NaN outputs and are counted; a -inf target gives -inf", "[logprobs]") {
   const std::int64_t N = 4, V = 40;
   auto c = make_case(N, V, 1.0f, 3);
@@ -142,13 +160,41 @@ TEST_CASE("rows with NaN or +inf logits give NaN outputs and are counted; a -inf
   CHECK(s.nonfinite_rows == 3);
 }
 
+TEST_CASE("-inf logits get gradient 0, and a -inf target gets the finite gradient g", "[logprobs]") {
+  const std::int64_t N = 2, V = 37;
+  auto x = cai_test::normal_floats(N * V, 1.0f, 71);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  const std::vector<std::int32_t> targets{3, 5};
+  for (std::int64_t j = 0; j < V; j += 4) x[static_cast<std::size_t>(j)] = ninf;       // row 0: some -inf entries
+  x[static_cast<std::size_t>(V + 5)] = ninf;                                           // row 1: -inf target
+  const std::vector<float> g{0.7f, -1.3f}, h{0.4f, 0.9f};
+  std::vector<float> dx(N * V);
+  cai::token_logprobs_backward(cai::host{}, cai::make_view(x.data(), {N, V}), cai::make_view(targets.data(), {N}), cai::no_mask,
+                               {.dlogp = cai::make_view(g.data(), {N}), .dentropy = cai::make_view(h.data(), {N})},
+                               cai::make_view(dx.data(), {N, V}));
+  std::vector<double> xd(x.begin(), x.end()), ref(V);
+  for (std::int64_t i = 0; i < N; ++i) {
+    cai_test::reference_row_grad(xd.data() + i * V, V, targets[static_cast<std::size_t>(i)], 1.0, g[static_cast<std::size_t>(i)],
+                                 h[static_cast<std::size_t>(i)], ref.data());
+    if (i == 1) ref[5] = g[1];  // p = 0 at the target: d logp / d x_y = 1 - p = 1 (the reference gives NaN there)
+    for (std::int64_t j = 0; j < V; ++j) {
+      const float got = dx[static_cast<std::size_t>(i * V + j)];
+      INFO("row " << i << " j " << j << " got " << got << " want " << ref[static_cast<std::size_t>(j)]);
+      REQUIRE(std::isfinite(got));
+      if (std::isinf(x[static_cast<std::size_t>(i * V + j)]) && !(i == 1 && j == 5)) CHECK(got == 0.0f);
+      else CHECK(std::fabs(got - ref[static_cast<std::size_t>(j)]) <= 1e-6 + 1e-4 * std::fabs(ref[static_cast<std::size_t>(j)]));
+    }
+  }
+}
+
 TEST_CASE("the causal (B,T,V) layout scores tokens[b,t] with logits[b,t-1] and zeroes position 0", "[logprobs]") {
-  const std::int64_t B = 3, T = 7, V = 50;
+  const std::int64_t B = 4, T = 7, V = 50;
   const auto logits = cai_test::normal_floats(B * T * V, 2.0f, 11);
   const auto tokens = cai_test::random_ids(B * T, V, 12);
   std::vector<std::uint8_t> mask(B * T, 1);
   mask[0 * T + 3] = 0;
   for (std::int64_t t = 5; t < T; ++t) mask[static_cast<std::size_t>(2 * T + t)] = 0;  // right padding
+  for (std::int64_t t = 0; t < T; ++t) mask[static_cast<std::size_t>(3 * T + t)] = 0;  // a fully masked row
   std::vector<float> logp(B * T, 9.0f), ent(B * T, 9.0f);
   cai::token_logprobs(cai::host{}, cai::make_view(logits.data(), {B, T, V}), cai::make_view(tokens.data(), {B, T}),
                       cai::make_view(mask.data(), {B, T}),

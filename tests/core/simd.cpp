@@ -51,6 +51,21 @@ TEST_CASE("the vectorised exp is within 2 ulp over the finite range and keeps in
   CHECK(cai::simd::exp(0.0f) == 1.0f);
 }
 
+TEST_CASE("exp_nonpos matches exp for x >= -87.3 and is exactly 0 below -88", "[core]") {
+  using namespace cai::simd;
+  std::mt19937 gen(2);
+  std::uniform_real_distribution<float> d(-87.3f, 0.0f);
+  for (int i = 0; i < 100000; ++i) {
+    const float x = d(gen);
+    REQUIRE(cai::simd::exp_nonpos(x) == cai::simd::exp(x));
+  }
+  CHECK(cai::simd::exp_nonpos(-88.0f) == 0.0f);
+  CHECK(cai::simd::exp_nonpos(-1e4f) == 0.0f);
+  CHECK(cai::simd::exp_nonpos(-std::numeric_limits<float>::infinity()) == 0.0f);
+  CHECK(std::isnan(cai::simd::exp_nonpos(std::nanf(""))));
+  CHECK(cai::simd::exp_nonpos(0.0f) == 1.0f);
+}
+
 TEST_CASE("vector widening and narrowing of bf16 and fp16 match the scalar conversions bit for bit", "[core]") {
   using namespace cai::simd;
   // Widening: every 16-bit pattern.

@@ -1,5 +1,8 @@
 // Device side of the CUDA parity tests (tests/kernels/device_parity.cpp): runs cai's CAI_HD element functions in
 // kernels and copies the results back so the host test can compare them with the host path.
+#include <cuda_bf16.h>  // first, so that half.hpp's layout static_asserts against CUDA's types fire
+#include <cuda_fp16.h>
+
 #include <cai/core/half.hpp>
 #include <cai/core/math.hpp>
 #include <cai/core/rng.hpp>

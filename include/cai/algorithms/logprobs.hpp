@@ -132,20 +132,23 @@ CAI_HD inline row_stats stats_of(const softmax_state<float>& st) noexcept {
 
 /// Online soft-max statistics of z = x * inv_t over one row, vectorised: blocks of `block` elements are scanned
 /// twice while they sit in L1 (max, then exp-and-sum), so memory is read once and the running state is rescaled
-/// once per block instead of once per element.
-template <class T>
-softmax_state<float> row_softmax_state(const T* x, std::int64_t V, float inv_t) noexcept {
+/// once per block instead of once per element. `Scaled` = false skips the temperature multiply (inv_t == 1).
+template <bool Scaled, class T>
+softmax_state<float> row_softmax_state_impl(const T* x, std::int64_t V, float inv_t) noexcept {
   using namespace simd;
   constexpr std::int64_t block = 1024;
   constexpr float neg_inf = -std::numeric_limits<float>::infinity();
   const f32v scale = splat(inv_t);
-  const f32v lowest = splat(-std::numeric_limits<float>::max());
+  auto z_of = [&](const T* p) {
+    if constexpr (Scaled) return load(p) * scale;
+    else return load(p);
+  };
   f32v M = splat(neg_inf), S = splat(0.0f), Tt = splat(0.0f);
 
   auto consume = [&](const T* p, std::int64_t n) {  // n: multiple of `lanes`
     f32v bm = splat(neg_inf);
     for (std::int64_t i = 0; i < n; i += lanes) {
-      const f32v z = load(p + i) * scale;
+      const f32v z = z_of(p + i);
       bm = bm < z ? z : bm;
     }
     const f32v Mn = M < bm ? bm : M;
@@ -153,24 +156,27 @@ softmax_state<float> row_softmax_state(const T* x, std::int64_t V, float inv_t) 
     const f32v new_safe = Mn == splat(neg_inf) ? splat(0.0f) : Mn;
     const f32v old_safe = M == splat(neg_inf) ? new_safe : M;
     const f32v delta = old_safe - new_safe;
-    const f32v alpha = simd::exp(delta);
+    const f32v alpha = simd::exp_nonpos(delta);
     Tt = alpha * (Tt + delta * S);
     S = alpha * S;
     M = Mn;
+    // d = z - max <= 0 is clamped at -88 (where exp_nonpos is exactly 0), so -inf logits add 0 to S and 0 * -88
+    // = 0 to Tt; a NaN (or +inf, through inf - inf) poisons both, as documented.
+    const f32v floor = splat(-88.0f);
     f32v s0 = splat(0.0f), t0 = splat(0.0f), s1 = splat(0.0f), t1 = splat(0.0f);
     std::int64_t i = 0;
     for (; i + 2 * lanes <= n; i += 2 * lanes) {  // two independent chains hide the exp latency
-      const f32v d0 = max_keep_nan(load(p + i) * scale - new_safe, lowest);
-      const f32v d1 = max_keep_nan(load(p + i + lanes) * scale - new_safe, lowest);
-      const f32v e0 = simd::exp(d0), e1 = simd::exp(d1);
+      const f32v d0 = max_keep_nan(z_of(p + i) - new_safe, floor);
+      const f32v d1 = max_keep_nan(z_of(p + i + lanes) - new_safe, floor);
+      const f32v e0 = simd::exp_nonpos(d0), e1 = simd::exp_nonpos(d1);
       s0 += e0;
       t0 += e0 * d0;
       s1 += e1;
       t1 += e1 * d1;
     }
     for (; i < n; i += lanes) {
-      const f32v d0 = max_keep_nan(load(p + i) * scale - new_safe, lowest);
-      const f32v e0 = simd::exp(d0);
+      const f32v d0 = max_keep_nan(z_of(p + i) - new_safe, floor);
+      const f32v e0 = simd::exp_nonpos(d0);
       s0 += e0;
       t0 += e0 * d0;
     }
@@ -193,6 +199,11 @@ softmax_state<float> row_softmax_state(const T* x, std::int64_t V, float inv_t) 
   return st[0];
 }
 
+template <class T>
+softmax_state<float> row_softmax_state(const T* x, std::int64_t V, float inv_t) noexcept {
+  return inv_t == 1.0f ? row_softmax_state_impl<false>(x, V, inv_t) : row_softmax_state_impl<true>(x, V, inv_t);
+}
+
 /// Writes dlogits for one row; see the header comment. `dx` may alias `x` exactly (in-place backward).
 template <class T, class G>
 void row_backward(const T* x, G* dx, std::int64_t V, std::int64_t y, float inv_t, const row_stats& rs, float g,
@@ -200,12 +211,14 @@ void row_backward(const T* x, G* dx, std::int64_t V, std::int64_t y, float inv_t
   using namespace simd;
   const float zy = to_float(x[y]) * inv_t;  // read before an in-place write can overwrite it
   const f32v scale = splat(inv_t), m = splat(rs.m), ls = splat(rs.log_s), mu = splat(rs.mu), gv = splat(g),
-             hv = splat(h), out_scale = splat(inv_t);
-  const f32v lowest = splat(-std::numeric_limits<float>::max());
+             hv = splat(h);
+  // d is clamped at log s - 88, where p = e^(d - log s) is exactly 0 and so is (p h)(mu - d) - p g; a -inf
+  // logit thus gets gradient 0 rather than 0 * inf = NaN.
+  const f32v floor = splat(-88.0f) + ls;
   auto grad_of = [&](f32v xv) {
-    const f32v d = max_keep_nan(xv * scale - m, lowest);
-    const f32v p = simd::exp(d - ls);
-    return logit_grad(p, d, mu, gv, hv) * out_scale;
+    const f32v d = max_keep_nan(xv * scale - m, floor);
+    const f32v p = simd::exp_nonpos(d - ls);
+    return logit_grad(p, d, mu, gv, hv) * scale;
   };
   const std::int64_t main = V - V % lanes;
   for (std::int64_t i = 0; i < main; i += lanes) store(dx + i, grad_of(load(x + i)));
@@ -217,12 +230,13 @@ void row_backward(const T* x, G* dx, std::int64_t V, std::int64_t y, float inv_t
     for (std::int64_t j = 0; main + j < V; ++j) dx[main + j] = tout[j];
   }
   // The target entry gets its +g term, evaluated in fp32 and rounded once.
-  const float d = zy - rs.m;
-  const float p = simd::exp(d - rs.log_s);
+  float d = zy - rs.m;
+  if (d < rs.log_s - 88.0f) d = rs.log_s - 88.0f;
+  const float p = simd::exp_nonpos(d - rs.log_s);
   dx[y] = from_float<G>((logit_grad(p, d, rs.mu, g, h) + g) * inv_t);
 }
 
-#else  // portable scalar fallback with the same arithmetic order per element
+#else  // portable scalar fallback: the same formulas and clamps with std::exp
 
 template <class T>
 softmax_state<float> row_softmax_state(const T* x, std::int64_t V, float inv_t) noexcept {
@@ -237,12 +251,13 @@ void row_backward(const T* x, G* dx, std::int64_t V, std::int64_t y, float inv_t
   const float zy = to_float(x[y]) * inv_t;
   for (std::int64_t j = 0; j < V; ++j) {
     float d = to_float(x[j]) * inv_t - rs.m;
-    if (d < -std::numeric_limits<float>::max()) d = -std::numeric_limits<float>::max();
-    const float p = std::exp(d - rs.log_s);
+    if (d < rs.log_s - 88.0f) d = rs.log_s - 88.0f;
+    const float p = d - rs.log_s <= -88.0f ? 0.0f : std::exp(d - rs.log_s);
     dx[j] = from_float<G>(logit_grad(p, d, rs.mu, g, h) * inv_t);
   }
-  const float d = zy - rs.m;
-  const float p = std::exp(d - rs.log_s);
+  float d = zy - rs.m;
+  if (d < rs.log_s - 88.0f) d = rs.log_s - 88.0f;
+  const float p = d - rs.log_s <= -88.0f ? 0.0f : std::exp(d - rs.log_s);
   dx[y] = from_float<G>((logit_grad(p, d, rs.mu, g, h) + g) * inv_t);
 }
 

@@ -165,10 +165,12 @@ class threaded_host {
   using memory_space = host_space;
   static constexpr const char* name = "cai::threaded_host";
 
-  /// `threads` = 0 means std::thread::hardware_concurrency().
-  explicit threaded_host(unsigned threads = 0)
-      : pool_(std::make_shared<detail::thread_pool>(threads ? threads
-                                                            : std::max(1u, std::thread::hardware_concurrency()))) {}
+  /// Uses the process-wide pool of std::thread::hardware_concurrency() threads, created on first use, so that
+  /// `cai::threaded_host{}` at a call site costs no thread creation.
+  threaded_host() : pool_(shared_pool()) {}
+  /// A private pool of `threads` threads (0 means hardware_concurrency()).
+  explicit threaded_host(unsigned threads)
+      : pool_(threads ? std::make_shared<detail::thread_pool>(threads) : shared_pool()) {}
 
   template <class F>
   void bulk(std::int64_t n, F&& f) const {
@@ -178,6 +180,10 @@ class threaded_host {
   unsigned concurrency() const noexcept { return pool_->size(); }
 
  private:
+  static std::shared_ptr<detail::thread_pool> shared_pool() {
+    static const auto pool = std::make_shared<detail::thread_pool>(std::max(1u, std::thread::hardware_concurrency()));
+    return pool;
+  }
   std::shared_ptr<detail::thread_pool> pool_;
 };
 

@@ -124,7 +124,7 @@ CAI_FORCE_INLINE void store(float16* p, f32v v) noexcept {
 
 /// Vectorised e^x; see the header comment for the method and its accuracy.
 CAI_FORCE_INLINE f32v exp(f32v x) noexcept {
-  const f32v xc = max_keep_nan(x < splat(88.8f) ? x : splat(88.8f), splat(-110.0f));
+  const f32v xc = max_keep_nan(x > splat(88.8f) ? splat(88.8f) : x, splat(-110.0f));  // both keep NaN
   constexpr float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low bits
   const f32v t = xc * splat(1.44269504088896341f) + splat(magic);
   const f32v n = t - splat(magic);
@@ -143,8 +143,31 @@ CAI_FORCE_INLINE f32v exp(f32v x) noexcept {
   const i32v n2 = ni - n1;
   const f32v s1 = as_f((n1 + 127) << 23);
   const f32v s2 = as_f((n2 + 127) << 23);
-  const f32v y = p * s1 * s2;
-  return x != x ? x : y;  // NaN in, NaN out
+  return p * s1 * s2;  // a NaN x propagates through r and p
+}
+
+/// e^x for x <= 0 (and NaN), the hot-loop variant: results below 2^-126 are flushed to zero. The soft-max loops
+/// only ever exponentiate x - max(x) <= 0, where such terms are below fp32 resolution of any sum >= 1; dropping the
+/// two-step scaling and the upper clamp saves a fifth of the instructions. Same polynomial and accuracy as exp()
+/// for x >= -87.3; exp_nonpos(-inf) = 0; positive x is outside the contract.
+CAI_FORCE_INLINE f32v exp_nonpos(f32v x) noexcept {
+  // Clamping at -88 makes n >= -127, where the exponent field (n + 127) is 0: the scale becomes exactly 0.
+  const f32v xc = max_keep_nan(x, splat(-88.0f));
+  constexpr float magic = 12582912.0f;
+  const f32v t = xc * splat(1.44269504088896341f) + splat(magic);
+  const f32v n = t - splat(magic);
+  const i32v ni = as_i(t) - as_i(splat(magic));
+  f32v r = xc - n * splat(0.693359375f);
+  r = r - n * splat(-2.12194440e-4f);
+  f32v p = splat(1.0f / 5040.0f);
+  p = p * r + splat(1.0f / 720.0f);
+  p = p * r + splat(1.0f / 120.0f);
+  p = p * r + splat(1.0f / 24.0f);
+  p = p * r + splat(1.0f / 6.0f);
+  p = p * r + splat(0.5f);
+  p = p * r + splat(1.0f);
+  p = p * r + splat(1.0f);
+  return p * as_f((ni + 127) << 23);
 }
 
 /// Fixed-order horizontal reductions (a pairwise tree over the lanes).
@@ -161,6 +184,7 @@ CAI_FORCE_INLINE float reduce_max(f32v v) noexcept {
 
 /// Scalar e^x with exactly the vector's arithmetic (for tails and single elements).
 inline float exp(float x) noexcept { return exp(splat(x))[0]; }
+inline float exp_nonpos(float x) noexcept { return exp_nonpos(splat(x))[0]; }
 
 }  // namespace cai::simd
 

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# cai's full test suite, as CI runs it (.ci/run calls this script). On a fresh Debian machine:
+#   bash scripts/test.sh
+# Stages (each timed): dependencies; Release build with -Werror of every target (tests, examples, benchmarks,
+# every public header alone, CUDA translation units with nvcc when present); ctest (host suite, diagnostics,
+# examples, packaging; [cuda] tests skip without a GPU); AddressSanitizer + UndefinedBehaviorSanitizer build and
+# run of the host suite. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+jobs=$(nproc)
+export PATH="$PATH:/usr/local/cuda/bin"
+total_start=$(date +%s)
+stage() {  # stage NAME CMD...: runs CMD, prints its duration
+  local name=$1
+  shift
+  local t0
+  t0=$(date +%s)
+  echo "=== stage: ${name}"
+  "$@"
+  echo "=== stage: ${name} done in $(($(date +%s) - t0)) s"
+}
+
+stage "dependencies" bash scripts/deps.sh
+
+build=${CAI_BUILD_DIR:-$root/build/ci}
+stage "configure (Release, -Werror)" cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCAI_WERROR=ON
+stage "build" cmake --build "$build" -j"$jobs"
+stage "ctest" ctest --test-dir "$build" --output-on-failure -j"$jobs"
+
+asan=${CAI_ASAN_DIR:-$root/build/asan}
+stage "configure (ASan + UBSan)" cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAI_WERROR=ON \
+  -DCAI_SANITIZE=address,undefined -DCAI_ENABLE_CUDA=OFF -DCAI_BUILD_BENCHMARKS=OFF -DCAI_BUILD_EXAMPLES=ON
+stage "build (sanitizers)" cmake --build "$asan" -j"$jobs" --target cai_tests cai_demo cai_example_logprobs
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+stage "ctest (sanitizers)" ctest --test-dir "$asan" --output-on-failure -j"$jobs" -L "host|examples"
+
+echo "cai: all stages passed in $(($(date +%s) - total_start)) s"
