@@ -187,7 +187,7 @@ TEST_CASE("-inf logits get gradient 0, and a -inf target gets the finite gradien
   }
 }
 
-TEST_CASE("the causal (B,T,V) layout scores tokens[b,t] with logits[b,t-1] and zeroes position 0", "[logprobs]") {
+TEST_CASE("the causal (B,T,V) layout scores each token with the logits of the previous position and zeroes position 0", "[logprobs]") {
   const std::int64_t B = 4, T = 7, V = 50;
   const auto logits = cai_test::normal_floats(B * T * V, 2.0f, 11);
   const auto tokens = cai_test::random_ids(B * T, V, 12);

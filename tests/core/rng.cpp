@@ -54,7 +54,7 @@ TEST_CASE("rng streams are reproducible, seekable and independent across seeds a
   CHECK(cai::derive_seed(1, 2) == cai::derive_seed(1, 2));
 }
 
-TEST_CASE("uniform floats lie in [0, 1), below(n) is unbiased, and moments match", "[core]") {
+TEST_CASE("uniform floats lie in the half-open unit interval, below(n) is unbiased, and moments match", "[core]") {
   cai::rng_stream r(2026, 0);
   const int n = 200000;
   double sum = 0, sum2 = 0;
