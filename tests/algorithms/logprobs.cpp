@@ -160,7 +160,7 @@ TEST_CASE("rows with NaN or +inf logits give NaN outputs and are counted; a -inf
   CHECK(s.nonfinite_rows == 3);
 }
 
-TEST_CASE("-inf logits get gradient 0, and a -inf target gets the finite gradient g", "[logprobs]") {
+TEST_CASE("negative infinite logits get gradient 0, and a negative infinite target gets the finite gradient g", "[logprobs]") {
   const std::int64_t N = 2, V = 37;
   auto x = cai_test::normal_floats(N * V, 1.0f, 71);
   const float ninf = -std::numeric_limits<float>::infinity();
@@ -310,7 +310,7 @@ TEST_CASE("the backward matches the fp64 gradient and finite differences along r
   SECTION("V=152064") { check_backward<float, float>(2, 152064, 1.0f, true, 26); }
 }
 
-TEST_CASE("saved statistics and recomputation give the same bits; in-place backward equals out-of-place",
+TEST_CASE("saved statistics and recomputation give the same bits, and in-place backward equals out-of-place",
           "[logprobs]") {
   const std::int64_t N = 6, V = 3001;
   auto c = make_case(N, V, 2.0f, 31);
