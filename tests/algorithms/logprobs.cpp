@@ -138,7 +138,7 @@ TEST_CASE("a fully masked batch scores nothing, reads no logits and writes zeros
   for (float v : dx) CHECK(v == 0.0f);
 }
 
-TEST_CASE("rows with NaN or +inf logits give NaN outputs and are counted; a -inf target gives -inf", "[logprobs]") {
+TEST_CASE("rows with NaN or +inf logits give NaN outputs and are counted, and a -inf target gives -inf", "[logprobs]") {
   const std::int64_t N = 4, V = 40;
   auto c = make_case(N, V, 1.0f, 3);
   c.logits[5] = std::numeric_limits<float>::quiet_NaN();               // row 0
