@@ -122,15 +122,9 @@ CAI_FORCE_INLINE void store(float16* p, f32v v) noexcept {
   std::memcpy(static_cast<void*>(p), &h, sizeof h);
 }
 
-/// Vectorised e^x; see the header comment for the method and its accuracy.
-CAI_FORCE_INLINE f32v exp(f32v x) noexcept {
-  const f32v xc = max_keep_nan(x > splat(88.8f) ? splat(88.8f) : x, splat(-110.0f));  // both keep NaN
-  constexpr float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low bits
-  const f32v t = xc * splat(1.44269504088896341f) + splat(magic);
-  const f32v n = t - splat(magic);
-  const i32v ni = as_i(t) - as_i(splat(magic));
-  f32v r = xc - n * splat(0.693359375f);  // ln2 high part: 9 significant bits, exact product for |n| < 2^15
-  r = r - n * splat(-2.12194440e-4f);     // ln2 - 0.693359375
+namespace detail {
+/// e^r on |r| <= ln2/2 by its degree-7 Taylor polynomial (Horner).
+CAI_FORCE_INLINE f32v exp_poly(f32v r) noexcept {
   f32v p = splat(1.0f / 5040.0f);
   p = p * r + splat(1.0f / 720.0f);
   p = p * r + splat(1.0f / 120.0f);
@@ -138,12 +132,28 @@ CAI_FORCE_INLINE f32v exp(f32v x) noexcept {
   p = p * r + splat(1.0f / 6.0f);
   p = p * r + splat(0.5f);
   p = p * r + splat(1.0f);
-  p = p * r + splat(1.0f);
-  const i32v n1 = ni >> 1;
-  const i32v n2 = ni - n1;
-  const f32v s1 = as_f((n1 + 127) << 23);
-  const f32v s2 = as_f((n2 + 127) << 23);
-  return p * s1 * s2;  // a NaN x propagates through r and p
+  return p * r + splat(1.0f);
+}
+/// Range reduction x = n ln2 + r with n = round(x / ln 2) (Cody-Waite, two constants); returns e^r and n.
+CAI_FORCE_INLINE f32v exp_reduced(f32v x, i32v& n_out) noexcept {
+  constexpr float magic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer held in the low bits
+  const f32v t = x * splat(1.44269504088896341f) + splat(magic);
+  const f32v n = t - splat(magic);
+  n_out = as_i(t) - as_i(splat(magic));
+  f32v r = x - n * splat(0.693359375f);  // ln2 high part: 9 significant bits, exact product for |n| < 2^15
+  r = r - n * splat(-2.12194440e-4f);     // ln2 - 0.693359375
+  return exp_poly(r);
+}
+}  // namespace detail
+
+/// Vectorised e^x; see the header comment for the method and its accuracy.
+CAI_FORCE_INLINE f32v exp(f32v x) noexcept {
+  const f32v xc = max_keep_nan(x > splat(88.8f) ? splat(88.8f) : x, splat(-110.0f));  // both keep NaN
+  i32v n;
+  const f32v p = detail::exp_reduced(xc, n);
+  // 2^n in two halves, so that subnormal results and overflow to +inf are exact IEEE behaviour.
+  const i32v n1 = n >> 1;
+  return p * as_f((n1 + 127) << 23) * as_f((n - n1 + 127) << 23);  // a NaN x propagates through p
 }
 
 /// e^x for x <= 0 (and NaN), the hot-loop variant: results below 2^-126 are flushed to zero. The soft-max loops
@@ -152,22 +162,9 @@ CAI_FORCE_INLINE f32v exp(f32v x) noexcept {
 /// for x >= -87.3; exp_nonpos(-inf) = 0; positive x is outside the contract.
 CAI_FORCE_INLINE f32v exp_nonpos(f32v x) noexcept {
   // Clamping at -88 makes n >= -127, where the exponent field (n + 127) is 0: the scale becomes exactly 0.
-  const f32v xc = max_keep_nan(x, splat(-88.0f));
-  constexpr float magic = 12582912.0f;
-  const f32v t = xc * splat(1.44269504088896341f) + splat(magic);
-  const f32v n = t - splat(magic);
-  const i32v ni = as_i(t) - as_i(splat(magic));
-  f32v r = xc - n * splat(0.693359375f);
-  r = r - n * splat(-2.12194440e-4f);
-  f32v p = splat(1.0f / 5040.0f);
-  p = p * r + splat(1.0f / 720.0f);
-  p = p * r + splat(1.0f / 120.0f);
-  p = p * r + splat(1.0f / 24.0f);
-  p = p * r + splat(1.0f / 6.0f);
-  p = p * r + splat(0.5f);
-  p = p * r + splat(1.0f);
-  p = p * r + splat(1.0f);
-  return p * as_f((ni + 127) << 23);
+  i32v n;
+  const f32v p = detail::exp_reduced(max_keep_nan(x, splat(-88.0f)), n);
+  return p * as_f((n + 127) << 23);
 }
 
 /// Fixed-order horizontal reductions (a pairwise tree over the lanes).

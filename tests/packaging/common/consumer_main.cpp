@@ -1,4 +1,5 @@
-// Packaging consumer: uses cai through add_subdirectory(<cai source>).
+// Shared main of the packaging consumers (find_package, add_subdirectory, fetchcontent): computes something real
+// with cai and checks it. CAI_PKG_NAME names the consumer; CAI_PKG_WITH_IO adds the cai::io check.
 // Computes per-token log-probs and entropies of two rows of logits with cai::host and checks them against values
 // worked out by hand (double precision, Python's math module): logp = x_y - logsumexp(x),
 // entropy = logsumexp(x) - sum_j softmax(x)_j x_j.
@@ -9,6 +10,16 @@
 #include <cstdio>
 
 static_assert(__cplusplus >= 202002L, "cai::cai must carry cxx_std_20 to its consumers");
+
+#ifndef CAI_PKG_NAME
+#error "define CAI_PKG_NAME"
+#endif
+#ifndef CAI_PKG_WITH_IO
+#define CAI_PKG_WITH_IO 0
+#endif
+#if CAI_PKG_WITH_IO
+int cai_pkg_io_check();  // io/io_check.cpp, built against cai::io
+#endif
 
 int main() {
   constexpr std::int64_t N = 2, V = 3;
@@ -43,6 +54,15 @@ int main() {
       ++failures;
     }
   }
-  std::printf("cai packaging consumer (add_subdirectory): %s\n", failures == 0 ? "ok" : "FAILED");
+#if CAI_PKG_WITH_IO
+  if (cai_pkg_io_check() != 0) {
+    std::printf("the cai::io consumer check failed\n");
+    ++failures;
+  }
+  std::printf("cai::io component: checked\n");
+#else
+  std::printf("cai::io component: not in this installation\n");
+#endif
+  std::printf("cai packaging consumer (%s): %s\n", CAI_PKG_NAME, failures == 0 ? "ok" : "FAILED");
   return failures == 0 ? 0 : 1;
 }
