@@ -146,11 +146,23 @@ softmax_state<float> row_softmax_state_impl(const T* x, std::int64_t V, float in
   f32v M = splat(neg_inf), S = splat(0.0f), Tt = splat(0.0f);
 
   auto consume = [&](const T* p, std::int64_t n) {  // n: multiple of `lanes`
-    f32v bm = splat(neg_inf);
-    for (std::int64_t i = 0; i < n; i += lanes) {
-      const f32v z = z_of(p + i);
-      bm = bm < z ? z : bm;
+    // Four independent max chains: one chain would be bound by the latency of max, not by throughput.
+    f32v m0 = splat(neg_inf), m1 = m0, m2 = m0, m3 = m0;
+    std::int64_t i = 0;
+    for (; i + 4 * lanes <= n; i += 4 * lanes) {
+      const f32v z0 = z_of(p + i), z1 = z_of(p + i + lanes), z2 = z_of(p + i + 2 * lanes), z3 = z_of(p + i + 3 * lanes);
+      m0 = m0 < z0 ? z0 : m0;
+      m1 = m1 < z1 ? z1 : m1;
+      m2 = m2 < z2 ? z2 : m2;
+      m3 = m3 < z3 ? z3 : m3;
     }
+    for (; i < n; i += lanes) {
+      const f32v z0 = z_of(p + i);
+      m0 = m0 < z0 ? z0 : m0;
+    }
+    m0 = m0 < m1 ? m1 : m0;
+    m2 = m2 < m3 ? m3 : m2;
+    const f32v bm = m0 < m2 ? m2 : m0;
     const f32v Mn = M < bm ? bm : M;
     // Lanes that saw only -inf so far have S = Tt = 0: rebasing them must not multiply 0 by e^(+huge) = inf.
     const f32v new_safe = Mn == splat(neg_inf) ? splat(0.0f) : Mn;
@@ -163,25 +175,29 @@ softmax_state<float> row_softmax_state_impl(const T* x, std::int64_t V, float in
     // d = z - max <= 0 is clamped at -88 (where exp_nonpos is exactly 0), so -inf logits add 0 to S and 0 * -88
     // = 0 to Tt; a NaN (or +inf, through inf - inf) poisons both, as documented.
     const f32v floor = splat(-88.0f);
-    f32v s0 = splat(0.0f), t0 = splat(0.0f), s1 = splat(0.0f), t1 = splat(0.0f);
-    std::int64_t i = 0;
-    for (; i + 2 * lanes <= n; i += 2 * lanes) {  // two independent chains hide the exp latency
-      const f32v d0 = max_keep_nan(z_of(p + i) - new_safe, floor);
-      const f32v d1 = max_keep_nan(z_of(p + i + lanes) - new_safe, floor);
-      const f32v e0 = simd::exp_nonpos(d0), e1 = simd::exp_nonpos(d1);
-      s0 += e0;
-      t0 += e0 * d0;
-      s1 += e1;
-      t1 += e1 * d1;
+    auto term = [&](const T* q, f32v& s_acc, f32v& t_acc) {
+      const f32v d = max_keep_nan(z_of(q) - new_safe, floor);
+      const f32v e = simd::exp_nonpos_clamped(d);
+      s_acc += e;
+      t_acc += e * d;
+    };
+    f32v s0 = splat(0.0f), s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0;
+    i = 0;
+    for (; i + 4 * lanes <= n; i += 4 * lanes) {  // four independent chains hide the exp latency
+      // This pass reads L1; fetch the next block meanwhile, so that memory and the exp work overlap. (Prefetches
+      // never fault, so running past the end of the row is harmless.)
+      __builtin_prefetch(reinterpret_cast<const char*>(p + i + block));
+      __builtin_prefetch(reinterpret_cast<const char*>(p + i + block) + 64);
+      __builtin_prefetch(reinterpret_cast<const char*>(p + i + block) + 128);
+      __builtin_prefetch(reinterpret_cast<const char*>(p + i + block) + 192);
+      term(p + i, s0, t0);
+      term(p + i + lanes, s1, t1);
+      term(p + i + 2 * lanes, s2, t2);
+      term(p + i + 3 * lanes, s3, t3);
     }
-    for (; i < n; i += lanes) {
-      const f32v d0 = max_keep_nan(z_of(p + i) - new_safe, floor);
-      const f32v e0 = simd::exp_nonpos(d0);
-      s0 += e0;
-      t0 += e0 * d0;
-    }
-    S += s0 + s1;
-    Tt += t0 + t1;
+    for (; i < n; i += lanes) term(p + i, s0, t0);
+    S += (s0 + s1) + (s2 + s3);
+    Tt += (t0 + t1) + (t2 + t3);
   };
 
   const std::int64_t main = V - V % lanes;
@@ -217,7 +233,7 @@ void row_backward(const T* x, G* dx, std::int64_t V, std::int64_t y, float inv_t
   const f32v floor = splat(-88.0f) + ls;
   auto grad_of = [&](f32v xv) {
     const f32v d = max_keep_nan(xv * scale - m, floor);
-    const f32v p = simd::exp_nonpos(d - ls);
+    const f32v p = simd::exp_nonpos_clamped(d - ls);  // d - ls >= -88 by the clamp above
     return logit_grad(p, d, mu, gv, hv) * scale;
   };
   const std::int64_t main = V - V % lanes;

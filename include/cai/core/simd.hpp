@@ -160,10 +160,15 @@ CAI_FORCE_INLINE f32v exp(f32v x) noexcept {
 /// only ever exponentiate x - max(x) <= 0, where such terms are below fp32 resolution of any sum >= 1; dropping the
 /// two-step scaling and the upper clamp saves a fifth of the instructions. Same polynomial and accuracy as exp()
 /// for x >= -87.3; exp_nonpos(-inf) = 0; positive x is outside the contract.
+CAI_FORCE_INLINE f32v exp_nonpos_clamped(f32v x) noexcept;
 CAI_FORCE_INLINE f32v exp_nonpos(f32v x) noexcept {
   // Clamping at -88 makes n >= -127, where the exponent field (n + 127) is 0: the scale becomes exactly 0.
+  return exp_nonpos_clamped(max_keep_nan(x, splat(-88.0f)));
+}
+/// exp_nonpos for arguments the caller already clamped to [-88, 0] (or NaN): saves the clamp in hot loops.
+CAI_FORCE_INLINE f32v exp_nonpos_clamped(f32v x) noexcept {
   i32v n;
-  const f32v p = detail::exp_reduced(max_keep_nan(x, splat(-88.0f)), n);
+  const f32v p = detail::exp_reduced(x, n);
   return p * as_f((n + 127) << 23);
 }
 
