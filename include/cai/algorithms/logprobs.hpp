@@ -145,19 +145,27 @@ softmax_state<float> row_softmax_state_impl(const T* x, std::int64_t V, float in
   };
   f32v M = splat(neg_inf), S = splat(0.0f), Tt = splat(0.0f);
 
+  // Narrow types are widened once, in the max pass, into an L1 buffer that the exp pass reads back.
+  constexpr bool widen_once = !std::is_same_v<T, float>;
+  alignas(64) float zbuf[widen_once ? block : 1];
   auto consume = [&](const T* p, std::int64_t n) {  // n: multiple of `lanes`
     // Four independent max chains: one chain would be bound by the latency of max, not by throughput.
     f32v m0 = splat(neg_inf), m1 = m0, m2 = m0, m3 = m0;
+    auto peek = [&](std::int64_t k) {
+      const f32v z = z_of(p + k);
+      if constexpr (widen_once) store(zbuf + k, z);
+      return z;
+    };
     std::int64_t i = 0;
     for (; i + 4 * lanes <= n; i += 4 * lanes) {
-      const f32v z0 = z_of(p + i), z1 = z_of(p + i + lanes), z2 = z_of(p + i + 2 * lanes), z3 = z_of(p + i + 3 * lanes);
+      const f32v z0 = peek(i), z1 = peek(i + lanes), z2 = peek(i + 2 * lanes), z3 = peek(i + 3 * lanes);
       m0 = m0 < z0 ? z0 : m0;
       m1 = m1 < z1 ? z1 : m1;
       m2 = m2 < z2 ? z2 : m2;
       m3 = m3 < z3 ? z3 : m3;
     }
     for (; i < n; i += lanes) {
-      const f32v z0 = z_of(p + i);
+      const f32v z0 = peek(i);
       m0 = m0 < z0 ? z0 : m0;
     }
     m0 = m0 < m1 ? m1 : m0;
@@ -175,8 +183,11 @@ softmax_state<float> row_softmax_state_impl(const T* x, std::int64_t V, float in
     // d = z - max <= 0 is clamped at -88 (where exp_nonpos is exactly 0), so -inf logits add 0 to S and 0 * -88
     // = 0 to Tt; a NaN (or +inf, through inf - inf) poisons both, as documented.
     const f32v floor = splat(-88.0f);
-    auto term = [&](const T* q, f32v& s_acc, f32v& t_acc) {
-      const f32v d = max_keep_nan(z_of(q) - new_safe, floor);
+    auto term = [&](std::int64_t k, f32v& s_acc, f32v& t_acc) {
+      f32v z;
+      if constexpr (widen_once) z = load(zbuf + k);
+      else z = z_of(p + k);
+      const f32v d = max_keep_nan(z - new_safe, floor);
       const f32v e = simd::exp_nonpos_clamped(d);
       s_acc += e;
       t_acc += e * d;
@@ -190,12 +201,12 @@ softmax_state<float> row_softmax_state_impl(const T* x, std::int64_t V, float in
       __builtin_prefetch(reinterpret_cast<const char*>(p + i + block) + 64);
       __builtin_prefetch(reinterpret_cast<const char*>(p + i + block) + 128);
       __builtin_prefetch(reinterpret_cast<const char*>(p + i + block) + 192);
-      term(p + i, s0, t0);
-      term(p + i + lanes, s1, t1);
-      term(p + i + 2 * lanes, s2, t2);
-      term(p + i + 3 * lanes, s3, t3);
+      term(i, s0, t0);
+      term(i + lanes, s1, t1);
+      term(i + 2 * lanes, s2, t2);
+      term(i + 3 * lanes, s3, t3);
     }
-    for (; i < n; i += lanes) term(p + i, s0, t0);
+    for (; i < n; i += lanes) term(i, s0, t0);
     S += (s0 + s1) + (s2 + s3);
     Tt += (t0 + t1) + (t2 + t3);
   };
@@ -221,9 +232,10 @@ softmax_state<float> row_softmax_state(const T* x, std::int64_t V, float inv_t) 
 }
 
 /// Writes dlogits for one row; see the header comment. `dx` may alias `x` exactly (in-place backward).
-template <class T, class G>
-void row_backward(const T* x, G* dx, std::int64_t V, std::int64_t y, float inv_t, const row_stats& rs, float g,
-                  float h) noexcept {
+/// `Scaled` = false skips the two temperature multiplies (inv_t == 1).
+template <bool Scaled, class T, class G>
+void row_backward_impl(const T* x, G* dx, std::int64_t V, std::int64_t y, float inv_t, const row_stats& rs, float g,
+                       float h) noexcept {
   using namespace simd;
   const float zy = to_float(x[y]) * inv_t;  // read before an in-place write can overwrite it
   const f32v scale = splat(inv_t), m = splat(rs.m), ls = splat(rs.log_s), mu = splat(rs.mu), gv = splat(g),
@@ -232,12 +244,24 @@ void row_backward(const T* x, G* dx, std::int64_t V, std::int64_t y, float inv_t
   // logit thus gets gradient 0 rather than 0 * inf = NaN.
   const f32v floor = splat(-88.0f) + ls;
   auto grad_of = [&](f32v xv) {
-    const f32v d = max_keep_nan(xv * scale - m, floor);
+    if constexpr (Scaled) xv = xv * scale;
+    const f32v d = max_keep_nan(xv - m, floor);
     const f32v p = simd::exp_nonpos_clamped(d - ls);  // d - ls >= -88 by the clamp above
-    return logit_grad(p, d, mu, gv, hv) * scale;
+    const f32v gz = logit_grad(p, d, mu, gv, hv);
+    if constexpr (Scaled) return gz * scale;
+    else return gz;
   };
+  constexpr std::int64_t ahead = 1024;  // elements: prefetch distance of the streaming read
   const std::int64_t main = V - V % lanes;
-  for (std::int64_t i = 0; i < main; i += lanes) store(dx + i, grad_of(load(x + i)));
+  std::int64_t i = 0;
+  for (; i + 2 * lanes <= main; i += 2 * lanes) {
+    __builtin_prefetch(reinterpret_cast<const char*>(x + i + ahead));
+    __builtin_prefetch(reinterpret_cast<const char*>(x + i + ahead) + 64);
+    const f32v g0 = grad_of(load(x + i)), g1 = grad_of(load(x + i + lanes));
+    store(dx + i, g0);
+    store(dx + i + lanes, g1);
+  }
+  for (; i < main; i += lanes) store(dx + i, grad_of(load(x + i)));
   if (main < V) {
     T tin[lanes];
     G tout[lanes];
@@ -250,6 +274,13 @@ void row_backward(const T* x, G* dx, std::int64_t V, std::int64_t y, float inv_t
   if (d < rs.log_s - 88.0f) d = rs.log_s - 88.0f;
   const float p = simd::exp_nonpos(d - rs.log_s);
   dx[y] = from_float<G>((logit_grad(p, d, rs.mu, g, h) + g) * inv_t);
+}
+
+template <class T, class G>
+void row_backward(const T* x, G* dx, std::int64_t V, std::int64_t y, float inv_t, const row_stats& rs, float g,
+                  float h) noexcept {
+  if (inv_t == 1.0f) row_backward_impl<false>(x, dx, V, y, inv_t, rs, g, h);
+  else row_backward_impl<true>(x, dx, V, y, inv_t, rs, g, h);
 }
 
 #else  // portable scalar fallback: the same formulas and clamps with std::exp
