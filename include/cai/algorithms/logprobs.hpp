@@ -130,6 +130,14 @@ CAI_HD inline row_stats stats_of(const softmax_state<float>& st) noexcept {
 // ----- host row kernels -----------------------------------------------------------------------------------------
 #if CAI_HAS_VECTOR_EXT
 
+/// Prefetches `Lines` cache lines starting `bytes` past `p`. The address is formed as an integer, never as an
+/// out-of-range pointer, and prefetches never fault, so running past the end of a row is harmless.
+template <int Lines>
+CAI_FORCE_INLINE void prefetch_lines(const void* p, std::int64_t bytes) noexcept {
+  const auto base = reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes);
+  for (int l = 0; l < Lines; ++l) __builtin_prefetch(reinterpret_cast<const void*>(base + 64u * static_cast<unsigned>(l)));
+}
+
 /// Online soft-max statistics of z = x * inv_t over one row, vectorised: blocks of `block` elements are scanned
 /// twice while they sit in L1 (max, then exp-and-sum), so memory is read once and the running state is rescaled
 /// once per block instead of once per element. `Scaled` = false skips the temperature multiply (inv_t == 1).
@@ -195,12 +203,8 @@ softmax_state<float> row_softmax_state_impl(const T* x, std::int64_t V, float in
     f32v s0 = splat(0.0f), s1 = s0, s2 = s0, s3 = s0, t0 = s0, t1 = s0, t2 = s0, t3 = s0;
     i = 0;
     for (; i + 4 * lanes <= n; i += 4 * lanes) {  // four independent chains hide the exp latency
-      // This pass reads L1; fetch the next block meanwhile, so that memory and the exp work overlap. (Prefetches
-      // never fault, so running past the end of the row is harmless.)
-      __builtin_prefetch(reinterpret_cast<const char*>(p + i + block));
-      __builtin_prefetch(reinterpret_cast<const char*>(p + i + block) + 64);
-      __builtin_prefetch(reinterpret_cast<const char*>(p + i + block) + 128);
-      __builtin_prefetch(reinterpret_cast<const char*>(p + i + block) + 192);
+      // This pass reads L1; fetch the next block meanwhile, so that memory and the exp work overlap.
+      prefetch_lines<4>(p + i, block * static_cast<std::int64_t>(sizeof(T)));
       term(i, s0, t0);
       term(i + lanes, s1, t1);
       term(i + 2 * lanes, s2, t2);
@@ -255,8 +259,7 @@ void row_backward_impl(const T* x, G* dx, std::int64_t V, std::int64_t y, float 
   const std::int64_t main = V - V % lanes;
   std::int64_t i = 0;
   for (; i + 2 * lanes <= main; i += 2 * lanes) {
-    __builtin_prefetch(reinterpret_cast<const char*>(x + i + ahead));
-    __builtin_prefetch(reinterpret_cast<const char*>(x + i + ahead) + 64);
+    prefetch_lines<2>(x + i, ahead * static_cast<std::int64_t>(sizeof(T)));
     const f32v g0 = grad_of(load(x + i)), g1 = grad_of(load(x + i + lanes));
     store(dx + i, g0);
     store(dx + i + lanes, g1);
