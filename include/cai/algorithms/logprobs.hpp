@@ -166,7 +166,21 @@ softmax_state<float> row_softmax_state_impl(const T* x, std::int64_t V, float in
     };
     std::int64_t i = 0;
     for (; i + 4 * lanes <= n; i += 4 * lanes) {
-      const f32v z0 = peek(i), z1 = peek(i + lanes), z2 = peek(i + 2 * lanes), z3 = peek(i + 3 * lanes);
+      f32v z0, z1, z2, z3;
+      if constexpr (std::is_same_v<T, bfloat16> && !Scaled) {
+        // Cheaper widening that permutes elements within the block: the buffer is only reduced, never indexed.
+        load_deinterleaved(p + i, z0, z1);
+        load_deinterleaved(p + i + 2 * lanes, z2, z3);
+        store(zbuf + i, z0);
+        store(zbuf + i + lanes, z1);
+        store(zbuf + i + 2 * lanes, z2);
+        store(zbuf + i + 3 * lanes, z3);
+      } else {
+        z0 = peek(i);
+        z1 = peek(i + lanes);
+        z2 = peek(i + 2 * lanes);
+        z3 = peek(i + 3 * lanes);
+      }
       m0 = m0 < z0 ? z0 : m0;
       m1 = m1 < z1 ? z1 : m1;
       m2 = m2 < z2 ? z2 : m2;
