@@ -19,6 +19,9 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
 
 #include "half.hpp"
 
@@ -32,6 +35,15 @@ inline constexpr int vector_bytes = 32;
 inline constexpr int vector_bytes = 16;
 #endif
 inline constexpr int lanes = vector_bytes / 4;
+
+// Hardware fp16 conversion (F16C) for the full vector width, where the ISA has it.
+#if defined(__F16C__) && defined(__AVX512F__)
+#define CAI_SIMD_HW_F16 16
+#elif defined(__F16C__) && defined(__AVX__) && !defined(__AVX512F__)
+#define CAI_SIMD_HW_F16 8
+#else
+#define CAI_SIMD_HW_F16 0
+#endif
 using f32v = float __attribute__((vector_size(vector_bytes)));
 using i32v = std::int32_t __attribute__((vector_size(vector_bytes)));
 using u32v = std::uint32_t __attribute__((vector_size(vector_bytes)));
@@ -79,9 +91,20 @@ CAI_FORCE_INLINE void load_deinterleaved(const bfloat16* p, f32v& even, f32v& od
   odd = as_f(w & 0xffff0000u);
 }
 
-/// fp16 -> fp32 without F16C: rebias the exponent, fix inf/NaN, and renormalise subnormals with one float
-/// subtraction (exact, since the result is representable).
+/// fp16 -> fp32, exact. With F16C (and AVX-512 for 16 lanes) one hardware conversion; otherwise without F16C:
+/// rebias the exponent, fix inf/NaN, and renormalise subnormals with one float subtraction (exact, since the
+/// result is representable).
 CAI_FORCE_INLINE f32v load(const float16* p) noexcept {
+#if CAI_SIMD_HW_F16 == 16
+  __m256i h;
+  std::memcpy(&h, static_cast<const void*>(p), sizeof h);
+  // The zero-masked forms avoid _mm512_undefined_*, which g++ 12 flags as maybe-uninitialized (GCC PR 105593).
+  return reinterpret_cast<f32v>(_mm512_maskz_cvtph_ps(static_cast<__mmask16>(0xffff), h));
+#elif CAI_SIMD_HW_F16 == 8
+  __m128i h;
+  std::memcpy(&h, static_cast<const void*>(p), sizeof h);
+  return reinterpret_cast<f32v>(_mm256_cvtph_ps(h));
+#else
   u16v h;
   std::memcpy(&h, static_cast<const void*>(p), sizeof h);
   const u32v w = __builtin_convertvector(h, u32v);
@@ -96,6 +119,7 @@ CAI_FORCE_INLINE f32v load(const float16* p) noexcept {
   const f32v sub = as_f(o + (1u << 23)) - splat(6.103515625e-05f);
   const f32v mag = is_sub ? sub : as_f(o);
   return as_f(as_u(mag) | sign);
+#endif
 }
 
 CAI_FORCE_INLINE void store(double* p, f32v v) noexcept {
@@ -114,6 +138,14 @@ CAI_FORCE_INLINE void store(bfloat16* p, f32v v) noexcept {
 /// fp32 -> fp16 with round-to-nearest-even, gradual underflow and overflow to inf (matches float16::from_float
 /// for every non-NaN input; NaN becomes a quiet NaN).
 CAI_FORCE_INLINE void store(float16* p, f32v v) noexcept {
+#if CAI_SIMD_HW_F16 == 16
+  const __m256i h = _mm512_maskz_cvtps_ph(static_cast<__mmask16>(0xffff), reinterpret_cast<__m512>(v),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  std::memcpy(static_cast<void*>(p), &h, sizeof h);
+#elif CAI_SIMD_HW_F16 == 8
+  const __m128i h = _mm256_cvtps_ph(reinterpret_cast<__m256>(v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  std::memcpy(static_cast<void*>(p), &h, sizeof h);
+#else
   const u32v u = as_u(v);
   const u32v sign = (u >> 16) & 0x8000u;
   const u32v a = u & 0x7fffffffu;
@@ -130,6 +162,7 @@ CAI_FORCE_INLINE void store(float16* p, f32v v) noexcept {
   r = ai > static_cast<std::int32_t>(0x7f800000u) ? splat_u(0x7e00u) | ((a >> 13) & 0x03ffu) : r;
   const u16v h = __builtin_convertvector(r | sign, u16v);
   std::memcpy(static_cast<void*>(p), &h, sizeof h);
+#endif
 }
 
 namespace detail {
