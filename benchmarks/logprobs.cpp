@@ -41,7 +41,9 @@
 // each line also carries the fastest repetition (cai_min_ms, peer_min_ms, ratio_min) and the median process CPU
 // time (cai_cpu_ms, peer_cpu_ms, ratio_cpu, *_fraction_cpu), which the kernel accounts without steal time. CPU
 // time sums all threads: at threads = 1 it is the steal-free single-thread measure; at threads > 1 it measures
-// total work (and includes any spin-waiting of torch's OpenMP threads).
+// total work (and includes any spin-waiting of torch's OpenMP threads), and cpu_ms / ms shows how many threads
+// really ran at once: a threads = 2 line with cai_cpu_ms ~ cai_ms (or peer_cpu_ms ~ peer_ms) had only one core,
+// the other being busy with another process, and its speed-up and ratio do not measure parallel scaling.
 //
 // Output: a first line {"flags": ...} with the compiler flags the program was built with (CAI_BENCH_FLAGS, set by
 // benchmarks/CMakeLists.txt), then one JSON line per (bench, shape, dtype, threads) on stdout. Progress goes to
@@ -81,6 +83,9 @@
 #endif
 #ifndef CAI_BENCH_FLAGS
 #define CAI_BENCH_FLAGS "unknown (CAI_BENCH_FLAGS not defined)"
+#endif
+#ifndef CAI_BENCH_GIT
+#define CAI_BENCH_GIT "unknown"
 #endif
 #ifndef CAI_BENCH_PYTHON
 #define CAI_BENCH_PYTHON "/usr/bin/python3"
@@ -669,7 +674,8 @@ void run_shape(const options& o, const cai::threaded_host& filler, std::int64_t 
 int main(int argc, char** argv) {
   const options o = parse_options(argc, argv);
   json_line flags;
-  flags.str("flags", CAI_BENCH_FLAGS).str("compiler", __VERSION__).num("simd_lanes", cai::simd::lanes);
+  flags.str("flags", CAI_BENCH_FLAGS).str("compiler", __VERSION__).str("git", CAI_BENCH_GIT);
+  flags.num("simd_lanes", cai::simd::lanes);
   flags.raw("fast_math", "false").str("cpu", cpu_model());
   flags.num("hardware_threads", std::thread::hardware_concurrency()).num("reps", o.reps);
   flags.num("min_reps", o.min_reps).num("warmup", o.warmup).num("budget_s", o.budget_s);
