@@ -424,13 +424,9 @@ namespace detail {
 template <class Idx>
 concept token_index = std::same_as<Idx, std::int32_t> || std::same_as<Idx, std::int64_t>;
 
-template <class V>
-inline constexpr bool is_mask_arg_v = std::is_same_v<std::remove_cvref_t<V>, no_mask_t>;
-
 template <std::size_t R, class S, class M>
-tensor_view<const std::uint8_t, R, S> mask_view(std::string_view call, const M& mask) {
+tensor_view<const std::uint8_t, R, S> mask_view(const M& mask) {
   if constexpr (std::is_same_v<std::remove_cvref_t<M>, no_mask_t>) {
-    (void)call;
     return {};
   } else {
     static_assert(viewable<M>, "mask: pass a uint8 view/tensor or cai::no_mask");
@@ -508,7 +504,7 @@ struct token_logprobs_fn {
     using S = space_of_t<L>;
     const auto logits = as_const_view(logits_in);
     const auto targets = as_const_view(targets_in);
-    const auto mask = mask_view<R - 1, S>(call, mask_in);
+    const auto mask = mask_view<R - 1, S>(mask_in);
     check_common(call, logits, opt.temperature);
     check_same_lead(call, "targets", targets, logits);
     if (!mask.empty() || mask.data()) check_same_lead(call, "mask", mask, logits);
@@ -543,7 +539,7 @@ struct token_logprobs_backward_fn {
     using S = space_of_t<L>;
     const auto logits = as_const_view(logits_in);
     const auto targets = as_const_view(targets_in);
-    const auto mask = mask_view<R - 1, S>(call, mask_in);
+    const auto mask = mask_view<R - 1, S>(mask_in);
     check_common(call, logits, opt.temperature);
     check_same_lead(call, "targets", targets, logits);
     if (!mask.empty() || mask.data()) check_same_lead(call, "mask", mask, logits);
