@@ -48,6 +48,24 @@ inline constexpr bool dependent_false_v = false;
   }                                                                                                               \
   }
 
+/// As CAI_DETAIL_DISPATCH for algorithms called with a typed configuration (an objective, an estimator, a KL
+/// placement) before the problem: NAME(backend, config, problem), backend.NAME(config, problem),
+/// cai::generic::NAME(backend, config, problem).
+#define CAI_DETAIL_DISPATCH_CONFIGURED(NAME)                                                                      \
+  namespace generic {}                                                                                            \
+  namespace detail::NAME##_cpo {                                                                                  \
+  void NAME() = delete;                                                                                           \
+  template <class B, class C, class P>                                                                            \
+  decltype(auto) dispatch(const B& b, const C& c, const P& p) {                                                   \
+    if constexpr (requires { NAME(b, c, p); }) return NAME(b, c, p);                                              \
+    else if constexpr (requires { b.NAME(c, p); }) return b.NAME(c, p);                                           \
+    else if constexpr (requires { ::cai::generic::NAME(b, c, p); }) return ::cai::generic::NAME(b, c, p);         \
+    else                                                                                                          \
+      static_assert(::cai::dependent_false_v<B>, "cai::" #NAME ": this backend has no implementation (no ADL "     \
+                                                 "overload, no member, and it is not a bulk_backend).");          \
+  }                                                                                                               \
+  }
+
 namespace detail {
 
 /// Number of fixed-size chunks covering n items.
