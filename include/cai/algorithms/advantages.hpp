@@ -327,10 +327,31 @@ CAI_DETAIL_DISPATCH_CONFIGURED(advantages)
 namespace detail {
 
 struct advantages_fn {
-  template <backend Bk, adv::estimator E, class R>
-    requires token_real<R>
-  advantage_summary operator()(const Bk& b, const E& est, const advantage_inputs<R>& in,
-                               const advantage_outputs<R>& out) const {
+  // One overload per element type (braced inputs need no type name), and one for the run-time estimator.
+  template <backend Bk, adv::estimator E>
+  advantage_summary operator()(const Bk& b, const E& est, const advantage_inputs<float>& in,
+                               const advantage_outputs<float>& out) const {
+    return run(b, est, in, out);
+  }
+  template <backend Bk, adv::estimator E>
+  advantage_summary operator()(const Bk& b, const E& est, const advantage_inputs<double>& in,
+                               const advantage_outputs<double>& out) const {
+    return run(b, est, in, out);
+  }
+  template <backend Bk>
+  advantage_summary operator()(const Bk& b, const adv::any& est, const advantage_inputs<float>& in,
+                               const advantage_outputs<float>& out) const {
+    return std::visit([&](const auto& e) { return run(b, e, in, out); }, est);
+  }
+  template <backend Bk>
+  advantage_summary operator()(const Bk& b, const adv::any& est, const advantage_inputs<double>& in,
+                               const advantage_outputs<double>& out) const {
+    return std::visit([&](const auto& e) { return run(b, e, in, out); }, est);
+  }
+
+ private:
+  template <class Bk, class E, class R>
+  static advantage_summary run(const Bk& b, const E& est, const advantage_inputs<R>& in, const advantage_outputs<R>& out) {
     constexpr std::string_view call = "cai::advantages";
     if (!out.advantages.data() && out.advantages.size() != 0)
       fail_argument(call, "out.advantages", "a (B,T) output view", "none");
@@ -380,13 +401,6 @@ struct advantages_fn {
       }
     }
     return advantages_cpo::dispatch(b, est, advantage_problem<R>{in, out, L});
-  }
-
-  template <backend Bk, class R>
-    requires token_real<R>
-  advantage_summary operator()(const Bk& b, const adv::any& est, const advantage_inputs<R>& in,
-                               const advantage_outputs<R>& out) const {
-    return std::visit([&](const auto& e) { return (*this)(b, e, in, out); }, est);
   }
 };
 

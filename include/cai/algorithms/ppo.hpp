@@ -624,10 +624,21 @@ void check_surrogate(std::string_view call, const C& c) {
 }
 
 struct policy_loss_fn {
-  template <backend Bk, policy_objective O, class R>
-    requires token_real<R>
-  policy_loss_result operator()(const Bk& b, const O& obj, const policy_batch<R>& in,
-                                const policy_grads<R>& out = {}) const {
+  // One overload per element type, so that braced (designated-initializer) batches work without naming the type.
+  template <backend Bk, policy_objective O>
+  policy_loss_result operator()(const Bk& b, const O& obj, const policy_batch<float>& in,
+                                const policy_grads<float>& out = {}) const {
+    return run(b, obj, in, out);
+  }
+  template <backend Bk, policy_objective O>
+  policy_loss_result operator()(const Bk& b, const O& obj, const policy_batch<double>& in,
+                                const policy_grads<double>& out = {}) const {
+    return run(b, obj, in, out);
+  }
+
+ private:
+  template <class Bk, class O, class R>
+  static policy_loss_result run(const Bk& b, const O& obj, const policy_batch<R>& in, const policy_grads<R>& out) {
     constexpr std::string_view call = "cai::policy_loss";
     check_surrogate(call, obj.clip);
     require_positive(call, "log_ratio_clamp", obj.log_ratio_clamp);
@@ -671,10 +682,21 @@ struct policy_loss_fn {
 };
 
 struct value_loss_fn {
-  template <backend Bk, vf::value_clip V, agg::aggregation A, class R>
-    requires token_real<R>
-  value_loss_result operator()(const Bk& b, const V& clip, const A& aggregation, const value_batch<R>& in,
-                               tensor_view<R, 2> dvalues = {}) const {
+  template <backend Bk, vf::value_clip V, agg::aggregation A>
+  value_loss_result operator()(const Bk& b, const V& clip, const A& aggregation, const value_batch<float>& in,
+                               tensor_view<float, 2> dvalues = {}) const {
+    return run(b, clip, aggregation, in, dvalues);
+  }
+  template <backend Bk, vf::value_clip V, agg::aggregation A>
+  value_loss_result operator()(const Bk& b, const V& clip, const A& aggregation, const value_batch<double>& in,
+                               tensor_view<double, 2> dvalues = {}) const {
+    return run(b, clip, aggregation, in, dvalues);
+  }
+
+ private:
+  template <class Bk, class V, class A, class R>
+  static value_loss_result run(const Bk& b, const V& clip, const A& aggregation, const value_batch<R>& in,
+                               tensor_view<R, 2> dvalues) {
     constexpr std::string_view call = "cai::value_loss";
     if constexpr (std::same_as<V, vf::clipped>) require_positive(call, "clip", clip.clip);
     if (const std::string_view bad = agg::bad_parameter(aggregation); !bad.empty())
