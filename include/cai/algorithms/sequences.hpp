@@ -11,6 +11,7 @@
 // Per-sequence quantities (scores, sequence advantages, per-row statistics) are (B) in both layouts.
 #pragma once
 
+#include <bit>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
@@ -186,13 +187,16 @@ void check_finite_tokens(std::string_view call, std::string_view name, const ten
     const T* p = L.row(x, b);
     const std::uint8_t* m = mask.data() ? L.row(mask, b) : nullptr;
     const std::int64_t n = L.length(b);
-    bool ok = true;
-    // Branch-free test first (x - x is 0 for finite x, NaN otherwise); locate the culprit only on failure.
-    for (std::int64_t t = 0; t < n; ++t) {
-      const T z = p[t] - p[t];
-      ok &= (m && m[t] == 0) || z == T(0);  // without a mask every token counts
-    }
-    if (!ok)
+    // Branch-free integer test first (all exponent bits set = inf or NaN), which the compiler vectorises (a
+    // floating-point reduction it may not reorder); locate the culprit only on failure.
+    using U = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+    constexpr U exp_mask = sizeof(T) == 4 ? U(0x7f800000u) : U(0x7ff0000000000000ull);
+    U bad = 0;
+    if (m)
+      for (std::int64_t t = 0; t < n; ++t) bad |= ((std::bit_cast<U>(p[t]) & exp_mask) == exp_mask) & (m[t] != 0);
+    else
+      for (std::int64_t t = 0; t < n; ++t) bad |= (std::bit_cast<U>(p[t]) & exp_mask) == exp_mask;
+    if (bad)
       for (std::int64_t t = 0; t < n; ++t)
         if ((!m || m[t]) && !std::isfinite(p[t]))
           fail_argument(call, name, "finite values at counted tokens", concat(p[t], " at row ", b, ", token ", t));
