@@ -287,3 +287,130 @@ TEST_CASE("Policy loss rejects bad hyper-parameters and non-finite inputs by nam
   d.m[5] = 2;
   CAI_REQUIRE_THROWS_NAMING((policy_loss(host{}, ppo_objective<>{}, in)), cai::error, "mask");
 }
+
+TEST_CASE("Rollout corrections weight the surrogate as defined, and the gradient stays exact", "[ppo]") {
+  batch_data d = make_batch(6, 10, 11, 0.3);
+  std::vector<double> beh(d.x.size());
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> nd;
+  for (std::size_t i = 0; i < beh.size(); ++i) beh[i] = d.o[i] + 0.6 * nd(rng);
+  const double lo = 0.7, hi = 1.6;
+  for (auto m : {cai::is::mode::token_truncate, cai::is::mode::token_mask, cai::is::mode::sequence_truncate,
+                 cai::is::mode::sequence_mask}) {
+    // Reference: per-token clip loss times the weight, token-mean.
+    double s = 0.0, n = 0.0;
+    for (std::int64_t b = 0; b < d.B; ++b) {
+      double lr_sum = 0.0, cnt = 0.0;
+      for (std::int64_t t = 0; t < d.T; ++t) {
+        const auto i = static_cast<std::size_t>(b * d.T + t);
+        if (d.m[i]) lr_sum += d.o[i] - beh[i], cnt += 1;
+      }
+      for (std::int64_t t = 0; t < d.T; ++t) {
+        const auto i = static_cast<std::size_t>(b * d.T + t);
+        if (!d.m[i]) continue;
+        const double r = std::exp(d.x[i] - d.o[i]);
+        const double l = -std::min(r * d.A[i], std::clamp(r, 0.8, 1.2) * d.A[i]);
+        const double wt = std::exp(d.o[i] - beh[i]);
+        double w = 0.0;
+        switch (m) {
+          case cai::is::mode::token_truncate: w = std::min(wt, hi); break;
+          case cai::is::mode::token_mask: w = (wt >= lo && wt <= hi) ? wt : 0.0; break;
+          case cai::is::mode::sequence_truncate: w = std::min(std::exp(lr_sum), hi); break;
+          default: {
+            const double gm = std::exp(lr_sum / cnt);
+            w = (gm >= lo && gm <= hi) ? wt : 0.0;
+          }
+        }
+        s += l * w;
+        n += 1;
+      }
+    }
+    cai::ppo_objective<> obj{.rollout = {m, lo, hi}};
+    std::vector<double> g(d.x.size());
+    cai::policy_batch<double> in{.logp = cai::make_view(d.x.data(), {d.B, d.T}), .old_logp = cai::make_view(d.o.data(), {d.B, d.T}),
+                                 .advantages = cai::make_view(d.A.data(), {d.B, d.T}), .mask = cai::make_view(d.m.data(), {d.B, d.T}),
+                                 .rollout_logp = cai::make_view(beh.data(), {d.B, d.T})};
+    const auto res = cai::policy_loss(cai::host{}, obj, in, {.dlogp = cai::make_view(g.data(), {d.B, d.T})});
+    INFO("mode " << static_cast<int>(m));
+    REQUIRE(res.loss == Approx(s / n).epsilon(1e-12).margin(1e-15));
+    // Finite differences (the weights do not depend on logp).
+    std::vector<double> xp = d.x, xm = d.x, u(d.x.size());
+    double gu = 0.0;
+    for (std::size_t i = 0; i < u.size(); ++i) u[i] = nd(rng), gu += g[i] * u[i], xp[i] += 1e-6 * u[i], xm[i] -= 1e-6 * u[i];
+    auto at = [&](const std::vector<double>& xx) {
+      auto in2 = in;
+      in2.logp = cai::make_view(xx.data(), {d.B, d.T});
+      return cai::policy_loss(cai::host{}, obj, in2).loss;
+    };
+    REQUIRE(gu == Approx((at(xp) - at(xm)) / 2e-6).epsilon(1e-6).margin(1e-9));
+  }
+  CAI_REQUIRE_THROWS_NAMING((cai::policy_loss(cai::host{}, cai::ppo_objective<>{.rollout = {cai::is::mode::token_mask, 0.5, 2.0}},
+                                              cai::policy_batch<double>{.logp = cai::make_view(d.x.data(), {d.B, d.T}),
+                                                                        .old_logp = cai::make_view(d.o.data(), {d.B, d.T}),
+                                                                        .advantages = cai::make_view(d.A.data(), {d.B, d.T})})),
+                            cai::error, "rollout_logp");
+}
+
+TEST_CASE("SAPO and GSPO values follow their definitions", "[ppo]") {
+  const batch_data d = make_batch(4, 6, 12, 0.3);
+  cai::policy_batch<double> in{.logp = cai::make_view(d.x.data(), {4, 6}), .old_logp = cai::make_view(d.o.data(), {4, 6}),
+                               .advantages = cai::make_view(d.A.data(), {4, 6}), .mask = cai::make_view(d.m.data(), {4, 6})};
+  double sapo = 0.0, gspo = 0.0, n = 0.0, S = 0.0;
+  for (std::int64_t b = 0; b < 4; ++b) {
+    double lr = 0.0, c = 0.0;
+    for (std::int64_t t = 0; t < 6; ++t) {
+      const auto i = static_cast<std::size_t>(b * 6 + t);
+      if (d.m[i]) lr += d.x[i] - d.o[i], c += 1;
+    }
+    if (c == 0) continue;
+    S += 1;
+    const double sr = std::exp(lr / c);
+    double row = 0.0;
+    for (std::int64_t t = 0; t < 6; ++t) {
+      const auto i = static_cast<std::size_t>(b * 6 + t);
+      if (!d.m[i]) continue;
+      const double r = std::exp(d.x[i] - d.o[i]), tau = d.A[i] > 0 ? 1.0 : 1.05;
+      sapo += -d.A[i] * (4.0 / tau) / (1.0 + std::exp(-tau * (r - 1.0)));
+      n += 1;
+      row += -std::min(sr * d.A[i], std::clamp(sr, 1 - 3e-4, 1 + 4e-4) * d.A[i]);
+    }
+    gspo += row / c;
+  }
+  REQUIRE(cai::policy_loss(cai::host{}, cai::ppo_objective<cai::pg::sapo>{}, in).loss == Approx(sapo / n).epsilon(1e-12));
+  REQUIRE(cai::policy_loss(cai::host{}, cai::ppo_objective<cai::pg::gspo, cai::kl::none, cai::agg::seq_mean_token_mean>{}, in).loss ==
+          Approx(gspo / S).epsilon(1e-12));
+}
+
+TEST_CASE("OPO, GPG, ReMax, REINFORCE++ and its baseline follow their definitions", "[advantages]") {
+  std::vector<double> s{1.0, 0.0, 3.0, 2.0, 0.0, 0.0}, base{0.5, 0.5, 1.0, 1.0, 0.0, std::nan("")}, a(6 * 3), seq(6);
+  std::vector<std::uint8_t> m{1, 1, 0, 1, 0, 0, 1, 1, 1, 1, 1, 0, 1, 0, 0, 1, 1, 1};
+  cai::advantage_inputs<double> in{.scores = cai::make_view(s.data(), {6}), .baseline_scores = cai::make_view(base.data(), {6}),
+                                   .mask = cai::make_view(m.data(), {6, 3}), .group_size = 3};
+  cai::advantage_outputs<double> out{.advantages = cai::make_view(a.data(), {6, 3}), .sequence_advantages = cai::make_view(seq.data(), {6})};
+  cai::advantages(cai::host{}, cai::adv::opo{}, in, out);
+  const double b0 = (2 * 1.0 + 1 * 0.0 + 3 * 3.0) / 6.0;  // lengths 2, 1, 3
+  REQUIRE(seq[0] == Approx(1.0 - b0));
+  REQUIRE(seq[2] == Approx(3.0 - b0));
+  REQUIRE(a[2] == 0.0);  // masked token
+  cai::advantages(cai::host{}, cai::adv::gpg{}, in, out);
+  const double alpha = 6.0 / 3.0;  // three non-zero scores in six
+  REQUIRE(seq[3] == Approx(alpha * (2.0 - 2.0 / 3)));
+  cai::advantages(cai::host{}, cai::adv::remax{}, in, out);
+  REQUIRE(seq[0] == Approx(0.5));
+  REQUIRE(seq[5] == 0.0);  // NaN baseline: unscored
+  cai::advantages(cai::host{}, cai::adv::reinforce_pp_baseline{}, in, out);
+  // Whitened over counted tokens of (s - group mean): mean 0, unit (Bessel) variance.
+  double sum = 0, sq = 0, n = 0;
+  for (std::size_t i = 0; i < a.size(); ++i)
+    if (m[i]) sum += a[i], sq += a[i] * a[i], n += 1;
+  REQUIRE(sum / n == Approx(0.0).margin(1e-12));
+  REQUIRE((sq - sum * sum / n) / (n - 1) == Approx(1.0).epsilon(1e-6));
+  // REINFORCE++: discounted returns of token rewards, then whitening.
+  std::vector<double> r(18, 0.0), ret(18);
+  for (int i = 0; i < 18; ++i) r[static_cast<std::size_t>(i)] = 0.1 * i;
+  cai::advantage_inputs<double> tin{.token_rewards = cai::make_view(r.data(), {6, 3}), .mask = cai::make_view(m.data(), {6, 3})};
+  cai::advantages(cai::host{}, cai::adv::reinforce_pp{0.9}, tin, {.advantages = cai::make_view(a.data(), {6, 3}), .returns = cai::make_view(ret.data(), {6, 3})});
+  REQUIRE(ret[3] == Approx(0.3));                    // row 1: only token 0 counted
+  REQUIRE(ret[6] == Approx(0.6 + 0.9 * (0.7 + 0.9 * 0.8)));  // row 2: all counted
+  REQUIRE(ret[0] == Approx(0.0 + 0.9 * 0.1));        // row 0: tokens 0, 1
+}
