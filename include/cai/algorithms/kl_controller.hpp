@@ -46,7 +46,7 @@ struct adaptive_kl_options {
   double error_clip = 0.2;  ///< bound on the proportional error, > 0
 };
 
-/// Proportional controller on log(beta): see the header comment.
+/// Multiplicative proportional controller of beta: see the header comment.
 class adaptive_kl_controller {
  public:
   explicit adaptive_kl_controller(const adaptive_kl_options& o = {}) : o_(o), beta_(o.init) {
