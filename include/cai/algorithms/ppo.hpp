@@ -555,7 +555,6 @@ value_loss_result value_loss(const B& b, const value_problem<V, A, R>& p) {
           const std::uint8_t* m = p.in.mask.data() ? L.row(p.in.mask, row) : nullptr;
           R* g = p.dvalues.data() ? L.row(p.dvalues, row) : nullptr;
           double s = 0.0;
-          std::vector<double> err;
           for (std::int64_t t = 0; t < n; ++t) {
             if (m && !m[t]) {
               if (g) g[t] = R(0);
@@ -571,10 +570,10 @@ value_loss_result value_loss(const B& b, const value_problem<V, A, R>& p) {
           acc.loss += w * s;
           const auto keep = [m](std::int64_t t) { return !m || m[t] != 0; };
           acc.rets = merge(acc.rets, detail::moments_of(ret, n, keep));
-          // Residuals R - v, formed in double.
-          err.reserve(static_cast<std::size_t>(n));
-          for (std::int64_t t = 0; t < n; ++t) err.push_back(static_cast<double>(ret[t]) - static_cast<double>(v[t]));
-          acc.err = merge(acc.err, detail::moments_of(err.data(), n, keep));
+          // Residuals R - v, formed in double (no per-row buffer).
+          acc.err = merge(acc.err, detail::moments_of_values(
+                                       n, [&](std::int64_t t) { return static_cast<double>(ret[t]) - static_cast<double>(v[t]); },
+                                       keep));
         }
         return acc;
       },

@@ -73,15 +73,15 @@ struct moments {
 
 namespace detail {
 
-/// Moments of x[i] for i in [0, n) where keep(i); two passes over the run (mean, then squared deviations) so a
-/// chunk's M2 keeps full accuracy even when the mean is large compared with the spread.
-template <class T, class Keep>
-moments moments_of(const T* x, std::int64_t n, Keep&& keep) noexcept {
+/// Moments of value(i) for i in [0, n) where keep(i); two passes (mean, then squared deviations) so a chunk's M2
+/// keeps full accuracy even when the mean is large compared with the spread.
+template <class Value, class Keep>
+moments moments_of_values(std::int64_t n, Value&& value, Keep&& keep) noexcept {
   std::int64_t c = 0;
   double s = 0.0;
   for (std::int64_t i = 0; i < n; ++i)
     if (keep(i)) {
-      s += static_cast<double>(x[i]);
+      s += static_cast<double>(value(i));
       ++c;
     }
   if (c == 0) return {};
@@ -89,10 +89,16 @@ moments moments_of(const T* x, std::int64_t n, Keep&& keep) noexcept {
   double m2 = 0.0;
   for (std::int64_t i = 0; i < n; ++i)
     if (keep(i)) {
-      const double d = static_cast<double>(x[i]) - mean;
+      const double d = static_cast<double>(value(i)) - mean;
       m2 += d * d;
     }
   return moments{c, mean, m2};
+}
+
+/// Moments of x[i] for i in [0, n) where keep(i).
+template <class T, class Keep>
+moments moments_of(const T* x, std::int64_t n, Keep&& keep) noexcept {
+  return moments_of_values(n, [x](std::int64_t i) { return x[i]; }, keep);
 }
 
 using mask_view2 = tensor_view<const std::uint8_t, 2, host_space>;
