@@ -378,6 +378,25 @@ TEST_CASE("full_kl matches an explicit softmax in long double from V = 1 to 1520
     cai::full_kl(cai::host{}, cai::make_view(z.data(), {3, 50}), cai::make_view(z.data(), {3, 50}), cai::no_mask, cai::make_view(k.data(), {3}));
     for (float v : k) CHECK(std::fabs(v) <= 1e-6f);
   }
+  SECTION("a NaN, +inf or all -inf row at a counted position is rejected naming the tensor and the row") {
+    const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+    auto z = cai_test::normal_floats(3 * 8, 1.0f, 8), y = cai_test::normal_floats(3 * 8, 1.0f, 9);
+    std::vector<float> k(3);
+    const auto run = [&](const std::vector<std::uint8_t>* m) {
+      if (m) return cai::full_kl(cai::host{}, cai::make_view(z.data(), {3, 8}), cai::make_view(y.data(), {3, 8}), cai::make_view(m->data(), {3}), cai::make_view(k.data(), {3}));
+      return cai::full_kl(cai::host{}, cai::make_view(z.data(), {3, 8}), cai::make_view(y.data(), {3, 8}), cai::no_mask, cai::make_view(k.data(), {3}));
+    };
+    z[1 * 8 + 3] = nan;
+    CAI_REQUIRE_THROWS_NAMING((run(nullptr)), cai::invalid_argument, "cai::full_kl", "'logits'", "row 1");
+    const std::vector<std::uint8_t> skip1{1, 0, 1};
+    CHECK(run(&skip1).count == 2);  // the masked row is never read
+    z[1 * 8 + 3] = 0.0f;
+    y[2 * 8 + 5] = inf;
+    CAI_REQUIRE_THROWS_NAMING((run(nullptr)), cai::invalid_argument, "'ref_logits'", "row 2");
+    y[2 * 8 + 5] = 0.0f;
+    for (int j = 0; j < 8; ++j) z[j] = -inf;
+    CAI_REQUIRE_THROWS_NAMING((run(nullptr)), cai::invalid_argument, "'logits'", "row 0");
+  }
   SECTION("logits up to +-1e4") {
     auto z = cai_test::uniform_floats(4 * 300, -1e4f, 1e4f, 6), y = cai_test::uniform_floats(4 * 300, -1e4f, 1e4f, 7);
     std::vector<float> k(4);

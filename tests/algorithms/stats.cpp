@@ -433,6 +433,14 @@ TEST_CASE("sequence layouts reject bad cu_seqlens, shapes and masks with excepti
   CAI_REQUIRE_THROWS_NAMING(cai::whiten(h, xv, cai::no_mask, yv, {.eps = -1e-8}), cai::invalid_argument, "'eps'", ">= 0");
   CAI_REQUIRE_THROWS_NAMING(cai::whiten(h, xv, cai::no_mask, yv, {.eps = std::numeric_limits<double>::quiet_NaN()}), cai::invalid_argument, "'eps'");
   CAI_REQUIRE_THROWS_NAMING(cai::whiten(h, xv, cai::no_mask, yv, {.eps = std::numeric_limits<double>::infinity()}), cai::invalid_argument, "'eps'");
+  {
+    // eps = 0 is allowed: a flat set (variance 0) whitens to exactly 0, or to its mean without the shift — not NaN.
+    std::vector<double> flat(6, 2.5), w(6, -1.0);
+    cai::whiten(h, cai::make_view(flat.data(), {2, 3}), cai::no_mask, cai::make_view(w.data(), {2, 3}), {.eps = 0.0});
+    for (double v : w) CHECK(v == 0.0);
+    cai::whiten(h, cai::make_view(flat.data(), {2, 3}), cai::no_mask, cai::make_view(w.data(), {2, 3}), {.shift_mean = false, .per_row = true, .eps = 0.0});
+    for (double v : w) CHECK(v == 2.5);
+  }
   const cai::moments st{6, 3.5, 17.5};
   CAI_REQUIRE_THROWS_NAMING(cai::whiten(h, xv, cai::no_mask, yv, {.per_row = true, .stats = &st}), cai::invalid_argument, "'stats'", "per_row");
   const cai::moments negative_m2{6, 3.5, -1.0}, negative_count{-1, 0.0, 0.0}, nan_mean{3, std::numeric_limits<double>::quiet_NaN(), 1.0};

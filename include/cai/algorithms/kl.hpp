@@ -24,16 +24,20 @@
 //   KL = sum_j p_j (log p_j - log q_j),  p = softmax(z), q = softmax(y)
 //   dKL/dz_j = p_j (log p_j - log q_j - KL)        dKL/dy_j = q_j - p_j
 // Layouts as cai::token_logprobs: rows (N, V) or causal (B, T, V) where kl[b, t] compares logits[b, t - 1].
+// A counted row of NaN, +inf or only -inf in either tensor is rejected (cai::invalid_argument naming the tensor and
+// the row); full_kl_backward expects inputs the forward accepted (on others its gradients are NaN, never UB).
 //
 //   cai::kl_tokens(cai::host{}, cai::kl::k3{}, logp, ref_logp, mask, {.kl = kl, .dkl = dkl});
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <limits>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "../core/config.hpp"
@@ -361,10 +365,15 @@ namespace generic {
 template <bulk_backend B, class T>
 moments full_kl(const B& b, const full_kl_problem<T>& p) {
   const std::int64_t rows = p.logits.extent(1), V = p.logits.extent(2), Bn = p.logits.extent(0);
-  return chunked_reduce(
-      b, Bn * rows, 1, moments{},
+  struct state {
+    moments m;
+    std::int64_t bad_p = -1, bad_q = -1;  // first flat row index whose logits / ref_logits were not finite
+  };
+  const auto first = [](std::int64_t a, std::int64_t c) { return a < 0 ? c : (c < 0 ? a : std::min(a, c)); };
+  const state s = chunked_reduce(
+      b, Bn * rows, 1, state{},
       [&](std::int64_t i0, std::int64_t i1) {
-        moments acc;
+        state acc;
         for (std::int64_t i = i0; i < i1; ++i) {
           const std::int64_t bb = i / rows, r = i % rows, pos = r + p.shift;
           if (p.shift == 1 && r == 0) p.kl(bb, 0) = 0.0f;
@@ -373,13 +382,22 @@ moments full_kl(const B& b, const full_kl_problem<T>& p) {
             p.kl(bb, pos) = 0.0f;
             continue;
           }
-          const float v = detail::kl_row(&p.logits(bb, r, 0), &p.ref_logits(bb, r, 0), V).kl;
-          p.kl(bb, pos) = v;
-          acc = merge(acc, moments{1, static_cast<double>(v), 0.0});
+          const detail::kl_row_state st = detail::kl_row(&p.logits(bb, r, 0), &p.ref_logits(bb, r, 0), V);
+          // A log-sum-exp that is not finite means NaN or +inf in the row, or a row of -inf (no distribution).
+          if (!std::isfinite(st.lse_p) && acc.bad_p < 0) acc.bad_p = i;
+          if (!std::isfinite(st.lse_q) && acc.bad_q < 0) acc.bad_q = i;
+          p.kl(bb, pos) = st.kl;
+          acc.m = merge(acc.m, moments{1, static_cast<double>(st.kl), 0.0});
         }
         return acc;
       },
-      [](const moments& a, const moments& c) { return merge(a, c); });
+      [&](const state& a, const state& c) { return state{merge(a.m, c.m), first(a.bad_p, c.bad_p), first(a.bad_q, c.bad_q)}; });
+  for (const auto& [bad, name] : {std::pair{s.bad_p, "logits"}, std::pair{s.bad_q, "ref_logits"}})
+    if (bad >= 0)
+      detail::fail_argument("cai::full_kl", name, "finite values (and not all -inf) in every counted row",
+                            p.shift == 1 ? detail::concat("NaN or inf at sequence ", bad / rows, ", position ", bad % rows)
+                                         : detail::concat("NaN or inf in row ", bad % rows));
+  return s.m;
 }
 
 template <bulk_backend B, class T>

@@ -41,7 +41,7 @@ struct whiten_options {
   bool shift_mean = true;  ///< false adds the mean back (TRL's shift_mean=False keeps the location)
   bool bessel = true;      ///< unbiased variance (n - 1)
   bool per_row = false;    ///< statistics of each row instead of the whole batch
-  double eps = 1e-8;       ///< added to the variance; finite, >= 0
+  double eps = 1e-8;       ///< added to the variance; finite, >= 0 (0 with a flat set whitens to 0)
   const moments* stats = nullptr;  ///< whole-batch statistics to use instead of this batch's (not with per_row)
   tensor_view<const std::int64_t, 1> cu_seqlens{};
 };
@@ -113,7 +113,9 @@ moments whiten(const B& b, const whiten_problem<T>& p) {
       const std::uint8_t* m = in.mask.data() ? in.layout.row(in.mask, r) : nullptr;
       const std::int64_t n = in.layout.length(r);
       const double mean = st.mean;
-      const double inv = 1.0 / std::sqrt(st.variance(p.opt.bessel) + p.opt.eps);
+      // eps = 0 and a flat (or single-token) set: every centred value is exactly 0, so whiten to 0, not 0 * inf.
+      const double denom = st.variance(p.opt.bessel) + p.opt.eps;
+      const double inv = denom > 0.0 ? 1.0 / std::sqrt(denom) : 0.0;
       const double back = p.opt.shift_mean ? 0.0 : mean;
       for (std::int64_t t = 0; t < n; ++t) {
         const bool keep = (m == nullptr || m[t] != 0) && st.count > 0;
