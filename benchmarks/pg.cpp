@@ -1,6 +1,6 @@
 // benchmarks/pg.cpp — cai::gae and a whole PPO objective (loss + gradient) against PyTorch, side by side.
 //
-// For B in {64, 512} and T in {512, 4096}, single-threaded, prints one JSON line per (bench, B, T):
+// For B in {64, 512} and T in {512, 4096}, single-threaded (GAE also on two threads), prints one JSON line per (bench, B, T):
 //   gae       cai::gae (advantages + returns, fp32, gamma 1, lambda 0.95, right-padded mask)
 //             vs the per-timestep torch loop of verl/OpenRLHF/TRL (benchmarks/peer_torch_pg.py)
 //   ppo_loss  cai::policy_loss with dual clip (c = 3), k3 KL in the loss (coef 0.001), entropy 0.01, token-mean,
@@ -18,6 +18,7 @@
 
 #include <cai/algorithms/gae.hpp>
 #include <cai/algorithms/ppo.hpp>
+#include <cai/core/host.hpp>
 
 namespace {
 
@@ -76,6 +77,12 @@ int main() {
       const double gae_ms = median_ms([&] {
         cai::gae(cai::host{}, rv, vv, mv, cai::gae_outputs<float>{cai::make_view(a.data(), {B, T}), cai::make_view(ret.data(), {B, T})});
       });
+      // The same call on two threads (rows split between them): at B = 512 one thread already runs near the streaming
+      // probe, so more bandwidth (a second core) is what can still move the ratio.
+      const cai::threaded_host two(2);
+      const double gae2_ms = median_ms([&] {
+        cai::gae(two, rv, vv, mv, cai::gae_outputs<float>{cai::make_view(a.data(), {B, T}), cai::make_view(ret.data(), {B, T})});
+      });
       const cai::ppo_objective<cai::pg::dual_clip, cai::kl::in_loss<cai::kl::k3>, cai::agg::token_mean> obj{
           .clip = {0.2, 0.2, 3.0}, .kl = {{}, 0.001}, .entropy_coef = 0.01};
       const cai::policy_batch<float> pb{.logp = cai::make_view(x.data(), {B, T}), .old_logp = cai::make_view(o.data(), {B, T}),
@@ -99,14 +106,15 @@ int main() {
         }
         pclose(p);
       }
-      const auto emit = [&](const char* bench, double cai_ms, double peer, double probe) {
-        std::printf("{\"bench\": \"%s\", \"B\": %lld, \"T\": %lld, \"threads\": 1, \"cai_ms\": %.4g, \"peer\": \"torch\", "
+      const auto emit = [&](const char* bench, double cai_ms, double peer, double probe, int threads = 1) {
+        std::printf("{\"bench\": \"%s\", \"B\": %lld, \"T\": %lld, \"threads\": %d, \"cai_ms\": %.4g, \"peer\": \"torch\", "
                     "\"peer_ms\": %.4g, \"ratio\": %.4g, \"probe_ms\": %.4g, \"probe_fraction\": %.3g}\n",
-                    bench, static_cast<long long>(B), static_cast<long long>(T), cai_ms, peer, peer > 0 ? peer / cai_ms : 0.0,
+                    bench, static_cast<long long>(B), static_cast<long long>(T), threads, cai_ms, peer, peer > 0 ? peer / cai_ms : 0.0,
                     probe, probe / cai_ms);
         std::fflush(stdout);
       };
       emit("gae", gae_ms, peer_gae, gae_probe);
+      emit("gae", gae2_ms, peer_gae, gae_probe, 2);  // probe_fraction against the one-thread probe
       emit("ppo_loss", ppo_ms, peer_ppo, ppo_probe);
     }
 }
