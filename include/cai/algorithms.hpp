@@ -12,3 +12,4 @@
 #include "algorithms/aggregation.hpp"
 #include "algorithms/ppo.hpp"
 #include "algorithms/objective.hpp"
+#include "algorithms/sequence_logps.hpp"
