@@ -13,3 +13,5 @@
 #include "algorithms/ppo.hpp"
 #include "algorithms/objective.hpp"
 #include "algorithms/sequence_logps.hpp"
+#include "algorithms/preference.hpp"
+#include "algorithms/dpo.hpp"
