@@ -15,3 +15,6 @@
 #include "algorithms/sequence_logps.hpp"
 #include "algorithms/preference.hpp"
 #include "algorithms/dpo.hpp"
+#include "algorithms/kto.hpp"
+#include "algorithms/orpo.hpp"
+#include "algorithms/simpo.hpp"

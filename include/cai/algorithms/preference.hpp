@@ -97,6 +97,14 @@ struct preference_result {
   pair_metrics metrics{};
 };
 
+/// The SFT (negative log-likelihood) term some objectives add: NLL = -sum_i logp_sums_i / sum_i tokens_i, a token
+/// mean over the batch (cross-entropy over every counted token), with d NLL / d logp_sums_i = -1 / sum tokens.
+template <class R>
+struct nll_inputs {
+  tensor_view<const R, 1> logp_sums{};              ///< (B) summed log-probs of the tokens the NLL counts
+  tensor_view<const std::int64_t, 1> tokens{};      ///< (B) how many tokens each sum holds
+};
+
 template <class R>
 struct bt_problem {
   reward_pair_batch<R> in;
@@ -110,6 +118,38 @@ namespace detail {
 CAI_HD inline void soft_logistic(double d, double p, double& loss, double& grad) noexcept {
   loss = -p * log_sigmoid(d) - (1.0 - p) * log_sigmoid(-d);
   grad = sigmoid(d) - p;
+}
+
+struct nll_value {
+  double value = 0.0, dlogp = 0.0;  // NLL and d NLL / d logp_sums_i (the same for every i)
+};
+
+/// The batch NLL of checked nll_inputs (0, with gradient 0, when no token counts).
+template <class R>
+nll_value batch_nll(const nll_inputs<R>& in, std::int64_t n) noexcept {
+  if (!in.logp_sums.data()) return {};
+  double s = 0.0, k = 0.0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    s += static_cast<double>(in.logp_sums(i));
+    k += static_cast<double>(in.tokens(i));
+  }
+  return k > 0.0 ? nll_value{-s / k, -1.0 / k} : nll_value{};
+}
+
+template <class R>
+void check_nll_inputs(std::string_view call, const nll_inputs<R>& in, std::int64_t n, bool required) {
+  if (!in.logp_sums.data()) {
+    if (required && n > 0) fail_argument(call, "nll.logp_sums", "(B) summed log-probs of the SFT term", "none");
+    return;
+  }
+  require_per_row(call, "nll.logp_sums", in.logp_sums, n);
+  for (std::int64_t i = 0; i < n; ++i)
+    if (!(in.logp_sums(i) <= R(0)) || !std::isfinite(in.logp_sums(i)))
+      fail_argument(call, "nll.logp_sums", "finite log-prob sums <= 0", concat(in.logp_sums(i), " at ", i));
+  if (!in.tokens.data()) fail_argument(call, "nll.tokens", "(B) token counts", "none");
+  require_per_row(call, "nll.tokens", in.tokens, n);
+  for (std::int64_t i = 0; i < n; ++i)
+    if (in.tokens(i) < 0) fail_argument(call, "nll.tokens", "counts >= 0", concat(in.tokens(i), " at ", i));
 }
 
 /// The last position of row i whose mask is 1, or -1.
