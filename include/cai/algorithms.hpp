@@ -18,3 +18,4 @@
 #include "algorithms/kto.hpp"
 #include "algorithms/orpo.hpp"
 #include "algorithms/simpo.hpp"
+#include "algorithms/safe_rlhf.hpp"
