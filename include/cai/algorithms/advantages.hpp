@@ -14,7 +14,9 @@
 //   rloo{}                       A_i = s_i - (sum_g - s_i) / (n_g - 1) (Ahmadian et al. 2024; verl
 //                                compute_rloo_outcome_advantage; OpenRLHF "rloo")
 //   reinforce_pp{gamma}          G = discounted returns of the token rewards, A = masked batch whitening of G (Hu
-//                                2025, REINFORCE++; verl compute_reinforce_plus_plus_outcome_advantage)
+//                                2025, REINFORCE++; verl compute_reinforce_plus_plus_outcome_advantage). A masked
+//                                token inside a row is the identity (G carries across it, as in cai::gae: the
+//                                multi-turn rule); verl resets G at every masked token. Single-span rows agree.
 //   reinforce_pp_baseline{}      A = batch whitening of (s_i - mean_g) broadcast to tokens (verl
 //                                compute_reinforce_plus_plus_baseline_outcome_advantage)
 //   remax{}                      A_t = (sum_{t' >= t} r_t') - b_i with b_i = baseline_scores[i], the greedy rollout's
@@ -120,7 +122,8 @@ template <class R>
 struct advantage_outputs {
   tensor_view<R, 2> advantages{};           ///< (B,T) token advantages (required)
   tensor_view<R, 2> returns{};              ///< (B,T) value targets (gae) or returns (reinforce_pp, remax); optional
-  tensor_view<R, 1> sequence_advantages{};  ///< (B) per-sample advantage (outcome estimators); optional
+  tensor_view<R, 1> sequence_advantages{};  ///< (B) per-sample advantage of outcome estimators, before any token
+                                            ///< whitening (reinforce_pp_baseline: s - mean_g); optional
 };
 
 struct advantage_summary {

@@ -10,7 +10,8 @@
 // seq-mean-token-sum-norm; verl's sum-norm divides by the length only and leaves the sequence mean to its trainer's
 // scaling); TRL grpo_trainer.py loss_type bnpo (= token_mean), grpo (= seq_mean_token_mean), dr_grpo (=
 // seq_mean_token_sum_norm with max_completion_length), dapo (= token_mean with the global count); Liu et al. 2025
-// (Dr.GRPO) on the length bias of per-sequence normalisation (trl #3021).
+// (Dr.GRPO) on the length bias of per-sequence normalisation (trl #3021). TRL's grpo and dr_grpo divide by the
+// batch size B, fully masked rows included; S here counts rows with tokens (verl) — pass global_seqs = B for TRL's.
 // Gradient accumulation: give the whole step's counts (global_tokens / global_seqs, summed over micro-batches and
 // ranks) and the micro-batch losses add up to the full-batch loss exactly. Rows without counted tokens contribute 0
 // in every mode (verl's seq-mean-token-mean would divide 0 by 1e-8 there).

@@ -12,7 +12,8 @@
 // Per counted token, with x = logp (the variable), o = old_logp, A = advantage, lr = clamp(x - o, +-log_ratio_clamp),
 // r = e^lr (torch.clamp gradient convention: dr/dx = r inside the closed interval, 0 outside):
 //   ppo_clip   l = max(-A r, -A clip(r, 1 - eps_low, 1 + eps_high))         (Schulman et al. 2017, eq. 7;
-//              asymmetric bounds: DAPO's clip-higher, Yu et al. 2025; verl compute_policy_loss_vanilla)
+//              asymmetric bounds: DAPO's clip-higher, Yu et al. 2025; OpenRLHF PolicyLoss, TRL. verl's
+//              compute_policy_loss_vanilla always adds the dual clip (clip_ratio_c = 3): it is dual_clip{c = 3})
 //   dual_clip  l = A < 0 ? min(ppo_clip, -A c) : ppo_clip, c > 1            (Ye et al. 2020, "Mastering Complex
 //              Control in MOBA Games", dual-clip PPO; verl clip_ratio_c = 3; OpenRLHF PolicyLoss dual_clip)
 //   gspo       r_b = exp(min(sg(mean_t (x - o)) + x - sg(x), seq_log_ratio_clamp)), then ppo_clip on r_b
@@ -154,8 +155,9 @@ CAI_HD point<R> eval(const cispo& c, R r, R, R A, R x) noexcept {
 template <class R>
 CAI_HD point<R> eval(const sapo& c, R r, R dr, R A, R) noexcept {
   const R tau = static_cast<R>(A > R(0) ? c.tau_pos : c.tau_neg);
-  const R s = sigmoid(tau * (r - R(1)));
-  return {-A * s * (R(4) / tau), -A * R(4) * s * (R(1) - s) * dr, false, false};
+  const R z = tau * (r - R(1)), s = sigmoid(z);
+  // s(z) s(-z), not s (1 - s): 1 - s cancels to a few ulp of s when s is near 1.
+  return {-A * s * (R(4) / tau), -A * R(4) * s * sigmoid(-z) * dr, false, false};
 }
 
 }  // namespace pg
