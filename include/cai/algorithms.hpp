@@ -19,3 +19,4 @@
 #include "algorithms/orpo.hpp"
 #include "algorithms/simpo.hpp"
 #include "algorithms/safe_rlhf.hpp"
+#include "algorithms/wpo.hpp"
