@@ -42,24 +42,29 @@
 //
 //   auto r = cai::dpo_loss(cai::host{}, cai::dpo::sigmoid{.beta = 0.1}, batch, grads);
 //   auto m = cai::dpo_loss(cai::host{}, cai::dpo::mix{cai::dpo::sigmoid{}, cai::dpo::sft{}}.weighted(1.0, 1.0), batch, grads);
+//   auto d = cai::dpo_loss(cai::host{}, cai::dpo::from_string("0.8*sigmoid + 0.2*bco_pair + sft", "js"), batch, grads);
 #pragma once
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cmath>
 #include <concepts>
 #include <cstdint>
 #include <numeric>
 #include <string_view>
+#include <system_error>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include "../core/config.hpp"
 #include "../core/error.hpp"
 #include "../core/math.hpp"
 #include "../core/tensor_view.hpp"
+#include "config_text.hpp"
 #include "dispatch.hpp"
 #include "preference.hpp"
 #include "sequences.hpp"
@@ -118,6 +123,37 @@ struct alpha_divergence {
     return {e / a1, e};
   }
 };
+
+/// A divergence chosen at run time (one scalar switch; no variant, so a run-time loss instantiates once).
+struct any {
+  enum class kind : std::uint8_t { reverse_kl, forward_kl, js_divergence, alpha_divergence };
+  kind k = kind::reverse_kl;
+  double alpha = 0.5;
+  CAI_HD score operator()(double rho) const noexcept {
+    switch (k) {
+      case kind::forward_kl: return forward_kl{}(rho);
+      case kind::js_divergence: return js_divergence{}(rho);
+      case kind::alpha_divergence: return alpha_divergence{alpha}(rho);
+      default: return reverse_kl{}(rho);
+    }
+  }
+};
+
+/// reverse_kl | forward_kl | js_divergence (js) | alpha_divergence[:alpha=] (alpha), as TRL's f_divergence_type.
+inline any from_name(std::string_view text) {
+  namespace cfg = cai::detail::config;
+  auto s = cfg::parse("divergence", text);
+  any a;
+  if (s.name == "reverse_kl") a.k = any::kind::reverse_kl;
+  else if (s.name == "forward_kl") a.k = any::kind::forward_kl;
+  else if (s.name == "js_divergence" || s.name == "js") a.k = any::kind::js_divergence;
+  else if (s.name == "alpha_divergence" || s.name == "alpha") {
+    a.k = any::kind::alpha_divergence;
+    a.alpha = s.number("alpha", a.alpha);
+  } else cfg::unknown("divergence", s.name, "reverse_kl, forward_kl, js_divergence, alpha_divergence[:alpha=]");
+  s.finish();
+  return a;
+}
 
 }  // namespace fdiv
 
@@ -336,6 +372,84 @@ struct with_divergence {
   F divergence;
 };
 
+/// Any one loss, chosen at run time.
+using any = std::variant<sigmoid, robust, hinge, ipo, exo_pair, nca_pair, bco_pair, sppo_hard, apo_zero, apo_down,
+                         discopop, sigmoid_norm, aot, sft>;
+
+/// A weighted mix chosen at run time (TRL's loss_type list with loss_weights, and f_divergence_type).
+struct dynamic {
+  std::vector<any> losses;
+  std::vector<double> weights;  ///< one per loss
+  fdiv::any divergence{};
+};
+
+/// One loss from NAME[:KEY=VALUE,...] with TRL's names and keys (beta, label_smoothing, tau, delta) — sigmoid,
+/// robust, hinge, ipo, exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired (aot_pair), apo_zero, apo_down,
+/// discopop, sigmoid_norm, sft.
+inline any loss_from_name(std::string_view text) {
+  namespace cfg = cai::detail::config;
+  auto s = cfg::parse("dpo_loss", text);
+  const auto b = [&](auto l) {
+    l.beta = s.number("beta", l.beta);
+    if constexpr (requires { l.label_smoothing; }) l.label_smoothing = s.number("label_smoothing", l.label_smoothing);
+    return l;
+  };
+  any out;
+  const std::string& n = s.name;
+  if (n == "sigmoid") out = b(sigmoid{});
+  else if (n == "robust") out = b(robust{});
+  else if (n == "hinge") out = b(hinge{});
+  else if (n == "ipo") out = b(ipo{});
+  else if (n == "exo_pair") out = b(exo_pair{});
+  else if (n == "nca_pair") out = b(nca_pair{});
+  else if (n == "bco_pair") {
+    bco_pair l = b(bco_pair{});
+    l.delta = s.number("delta", l.delta);
+    out = l;
+  } else if (n == "sppo_hard") out = b(sppo_hard{});
+  else if (n == "aot" || n == "aot_unpaired" || n == "aot_pair") {
+    aot l = b(aot{});
+    l.unpaired = n != "aot";
+    out = l;
+  } else if (n == "apo_zero") out = b(apo_zero{});
+  else if (n == "apo_down") out = b(apo_down{});
+  else if (n == "discopop") {
+    discopop l = b(discopop{});
+    l.tau = s.number("tau", l.tau);
+    out = l;
+  } else if (n == "sigmoid_norm") out = b(sigmoid_norm{});
+  else if (n == "sft") out = sft{};
+  else
+    cfg::unknown("dpo_loss", n,
+                 "sigmoid, robust, hinge, ipo, exo_pair, nca_pair, bco_pair, sppo_hard, aot, aot_unpaired, apo_zero, "
+                 "apo_down, discopop, sigmoid_norm, sft");
+  s.finish();
+  return out;
+}
+
+/// A run-time mix from "[W*]LOSS[:ARGS] + [W*]LOSS[:ARGS] ..." (weights default to 1) and a divergence name, e.g.
+/// dpo::from_string("0.8*sigmoid:beta=0.1 + 0.2*bco_pair:beta=0.1 + sft") (MPO) or ("sigmoid + 0.5*sft") (RPO).
+inline dynamic from_string(std::string_view text, std::string_view divergence = "reverse_kl") {
+  namespace cfg = cai::detail::config;
+  dynamic d;
+  for (std::string_view term : cfg::split(text, '+')) {
+    if (term.empty()) cai::detail::fail_argument("cai::dpo::from_string", "text", "terms [W*]LOSS separated by '+'", cai::detail::concat("'", text, "'"));
+    double w = 1.0;
+    const std::size_t star = term.find('*');
+    if (star != std::string_view::npos) {
+      const std::string_view ws = cfg::trim(term.substr(0, star));
+      const auto [end, ec] = std::from_chars(ws.data(), ws.data() + ws.size(), w);
+      if (ec != std::errc{} || end != ws.data() + ws.size() || ws.empty())
+        cai::detail::fail_argument("cai::dpo::from_string", "weight", "a number before '*'", cai::detail::concat("'", ws, "'"));
+      term = cfg::trim(term.substr(star + 1));
+    }
+    d.losses.push_back(loss_from_name(term));
+    d.weights.push_back(w);
+  }
+  d.divergence = fdiv::from_name(divergence);
+  return d;
+}
+
 }  // namespace dpo
 
 template <class R>
@@ -366,6 +480,11 @@ struct dpo_spec_traits<dpo::mix<Ls...>> {
   static auto parts(const dpo::mix<Ls...>& s) { return s.parts; }
   static auto weights(const dpo::mix<Ls...>& s) { return s.weights; }
   static divergence div(const dpo::mix<Ls...>&) { return {}; }
+};
+template <>
+struct dpo_spec_traits<dpo::dynamic> {
+  using divergence = fdiv::any;
+  static divergence div(const dpo::dynamic& s) { return s.divergence; }
 };
 template <class Loss, class F>
 struct dpo_spec_traits<dpo::with_divergence<Loss, F>> {
@@ -471,8 +590,26 @@ double dpo_member(const L& l, const F& f, double weight, const dpo_view<R>& v, d
 
 template <class Spec>
 double first_beta(const Spec& spec) {
-  const auto parts = dpo_spec_traits<Spec>::parts(spec);
-  return std::get<0>(parts).beta;
+  if constexpr (std::same_as<Spec, dpo::dynamic>) {
+    return spec.losses.empty() ? 0.0 : std::visit([](const auto& l) { return static_cast<double>(l.beta); }, spec.losses.front());
+  } else {
+    const auto parts = dpo_spec_traits<Spec>::parts(spec);
+    return std::get<0>(parts).beta;
+  }
+}
+
+/// Calls f(loss, weight) for each member of a spec (a loss, a mix, with_divergence, or dpo::dynamic).
+template <class Spec, class F>
+void for_each_member(const Spec& spec, F&& f) {
+  if constexpr (std::same_as<Spec, dpo::dynamic>) {
+    for (std::size_t k = 0; k < spec.losses.size(); ++k) std::visit([&](const auto& l) { f(l, spec.weights[k]); }, spec.losses[k]);
+  } else {
+    const auto parts = dpo_spec_traits<Spec>::parts(spec);
+    const auto weights = dpo_spec_traits<Spec>::weights(spec);
+    [&]<std::size_t... K>(std::index_sequence<K...>) {
+      (f(std::get<K>(parts), weights[K]), ...);
+    }(std::make_index_sequence<std::tuple_size_v<std::remove_cvref_t<decltype(parts)>>>{});
+  }
 }
 
 }  // namespace detail
@@ -486,13 +623,9 @@ preference_result dpo_loss(const B&, const Spec& spec, const dpo_problem<R>& p) 
   if (n == 0) return {};
   detail::dpo_view<R> v{p, n};
   detail::dpo_accum acc(static_cast<std::size_t>(n));
-  const auto parts = T::parts(spec);
-  const auto weights = T::weights(spec);
   const auto f = T::div(spec);
   double loss = 0.0;
-  [&]<std::size_t... K>(std::index_sequence<K...>) {
-    ((loss += detail::dpo_member(std::get<K>(parts), f, weights[K], v, acc)), ...);
-  }(std::make_index_sequence<std::tuple_size_v<decltype(parts)>>{});
+  detail::for_each_member(spec, [&](const auto& l, double w) { loss += detail::dpo_member(l, f, w, v, acc); });
   const double beta = detail::first_beta(spec);
   pair_metrics_sum ms;
   for (std::int64_t i = 0; i < n; ++i) {
@@ -540,17 +673,20 @@ struct dpo_loss_fn {
   preference_result operator()(const Bk& b, const Spec& spec, const dpo_batch<R>& in, const dpo_grads<R>& out = {},
                                const dpo_options& opt = {}) const {
     constexpr std::string_view call = "cai::dpo_loss";
-    using T = dpo_spec_traits<Spec>;
-    const auto parts = T::parts(spec);
-    const auto weights = T::weights(spec);
     const std::int64_t n = in.chosen.extent(0);
+    if constexpr (std::same_as<Spec, dpo::dynamic>) {
+      if (spec.losses.empty()) fail_argument(call, "spec.losses", "at least one loss", "none");
+      if (spec.weights.size() != spec.losses.size())
+        fail_argument(call, "spec.weights", concat("one weight per loss (", spec.losses.size(), ")"), spec.weights.size());
+    }
     bool lengths = false;
-    std::apply([&](const auto&... l) { ((check_dpo_member(call, l, in.weights.data() != nullptr),
-                                         lengths = lengths || loss_needs_lengths<std::remove_cvref_t<decltype(l)>>()), ...); },
-               parts);
-    for (std::size_t k = 0; k < weights.size(); ++k)
-      if (!(weights[k] >= 0.0) || !std::isfinite(weights[k]))
-        fail_argument(call, "mix.weights", "finite values >= 0", concat(weights[k], " at ", k));
+    std::size_t k = 0;
+    for_each_member(spec, [&](const auto& l, double w) {
+      check_dpo_member(call, l, in.weights.data() != nullptr);
+      lengths = lengths || loss_needs_lengths<std::remove_cvref_t<decltype(l)>>();
+      if (!(w >= 0.0) || !std::isfinite(w)) fail_argument(call, "mix.weights", "finite values >= 0", concat(w, " at ", k));
+      ++k;
+    });
     if constexpr (requires { spec.divergence.alpha; })
       if (!std::isfinite(spec.divergence.alpha)) fail_argument(call, "divergence.alpha", "a finite value", spec.divergence.alpha);
     check_pair_values(call, in.chosen, in.rejected);
