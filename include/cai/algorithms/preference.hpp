@@ -6,7 +6,7 @@
 //   loss  = mean_i [ -p_i log s(d_i) - (1 - p_i) log s(-d_i) ]                    (s = logistic sigmoid)
 //         + center_coef * mean_i (r+_i + r-_i)^2                                  (reward centring)
 //         + l2_coef * mean over the 2B rewards of r^2                             (safe-rlhf regularisation)
-//   d loss / d r+_i = [s(d_i) - p_i + 2 center_coef (r+_i + r-_i) + 2 l2_coef r+_i] / B, and symmetrically for r-.
+//   d loss / d r+_i = [s(d_i) - p_i + 2 center_coef (r+_i + r-_i) + l2_coef r+_i] / B, and symmetrically for r-.
 // With p = 1 (hard labels, the default) this is -log s(r+ - r- - m): TRL trainer/reward_trainer.py
 // RewardTrainer.compute_loss (margin column, center_rewards_coefficient from Eisenstein et al. 2023, arXiv
 // 2312.09244), OpenRLHF openrlhf/models/loss.py PairWiseLoss, safe-rlhf values/reward/trainer.py (sequence-wise,
@@ -26,7 +26,8 @@
 // mean 1[chosen > rejected] (strict: a tie counts as wrong, as TRL and safe-rlhf count it).
 // All sums run in double in index order: the same input gives the same bits on every backend.
 //
-//   auto r = cai::bradley_terry_loss(cai::host{}, {.chosen = rc, .rejected = rr}, {.chosen = gc, .rejected = gr});
+//   auto r = cai::bradley_terry_loss(cai::host{}, cai::reward_pair_batch<float>{.chosen = rc, .rejected = rr},
+//                                    cai::reward_pair_grads<float>{.chosen = gc, .rejected = gr});
 #pragma once
 
 #include <algorithm>
@@ -291,8 +292,8 @@ std::vector<token_slice> token_pair_slices(std::string_view call, const scored_t
     require_like(call, name, v, "chosen.scores", cs);
   }
   const row_layout L{cs.extent(0), cs.extent(1), nullptr};
-  check_mask_values(call, c.mask, L);
-  check_mask_values(call, r.mask, L);
+  check_mask_values(call, c.mask, L, "chosen.mask");
+  check_mask_values(call, r.mask, L, "rejected.mask");
   std::vector<token_slice> out(static_cast<std::size_t>(L.rows));
   for (std::int64_t i = 0; i < L.rows; ++i) {
     std::int64_t d = 0;
@@ -305,6 +306,9 @@ std::vector<token_slice> token_pair_slices(std::string_view call, const scored_t
       fail_argument(call, "rejected.ids", "a sequence that differs from the chosen one",
                     concat("identical token ids up to the end in row ", i));
     out[static_cast<std::size_t>(i)] = {d, e + 1};
+    // The end scores feed the metrics even when they lie before the slice (the shorter sequence's end).
+    if (!std::isfinite(cs(i, ec))) fail_argument(call, "chosen.scores", "a finite end score", concat("non-finite at row ", i, ", token ", ec));
+    if (!std::isfinite(r.scores(i, er))) fail_argument(call, "rejected.scores", "a finite end score", concat("non-finite at row ", i, ", token ", er));
     for (std::int64_t t = d; t <= e; ++t)
       if (!std::isfinite(cs(i, t)) || !std::isfinite(r.scores(i, t)))
         fail_argument(call, std::isfinite(cs(i, t)) ? "rejected.scores" : "chosen.scores", "finite scores in each pair's slice",

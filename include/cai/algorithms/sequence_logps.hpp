@@ -159,7 +159,7 @@ seq_side_problem<R> make_side(std::string_view call, std::string_view logp_name,
   const row_layout L = make_layout(call, logp_name, logp, cu);
   require_row_contiguous(call, logp_name, logp);
   if (mask.data()) require_like(call, mask_name, mask, logp_name, logp);
-  check_mask_values(call, mask, L);
+  check_mask_values(call, mask, L, mask_name);
   check_finite_tokens(call, logp_name, logp, mask, L);
   return {logp, mask, L, {}};
 }
@@ -264,7 +264,7 @@ pair_setup<R> make_pair_setup(std::string_view call, const token_side<R>& chosen
     if (check_values) return make_side<R>(call, ln, mn, t.logp, t.mask, {});
     const row_layout L = make_layout(call, ln, t.logp, {});
     if (t.mask.data()) require_like(call, mn, t.mask, ln, t.logp);
-    check_mask_values(call, t.mask, L);
+    check_mask_values(call, t.mask, L, mn);
     return seq_side_problem<R>{t.logp, t.mask, L, {}};
   };
   s.c = side(chosen, "chosen.logp", "chosen.mask");

@@ -172,7 +172,8 @@ void require_per_row(std::string_view call, std::string_view name, const tensor_
 }
 
 /// Mask values must be 0 or 1 (checked over the tokens that belong to a row).
-inline void check_mask_values(std::string_view call, const mask_view2& mask, const row_layout& L) {
+inline void check_mask_values(std::string_view call, const mask_view2& mask, const row_layout& L,
+                              std::string_view name = "mask") {
   if (mask.data() == nullptr) return;
   for (std::int64_t b = 0; b < L.rows; ++b) {
     const std::uint8_t* m = L.row(mask, b);
@@ -181,7 +182,7 @@ inline void check_mask_values(std::string_view call, const mask_view2& mask, con
     for (std::int64_t t = 0; t < n; ++t) bad |= static_cast<std::uint8_t>(m[t] & 0xFEu);
     if (bad)
       for (std::int64_t t = 0; t < n; ++t)
-        if (m[t] > 1) fail_argument(call, "mask", "values 0 or 1", concat(int(m[t]), " at row ", b, ", token ", t));
+        if (m[t] > 1) fail_argument(call, name, "values 0 or 1", concat(int(m[t]), " at row ", b, ", token ", t));
   }
 }
 

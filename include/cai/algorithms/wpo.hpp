@@ -127,7 +127,7 @@ struct wpo_weights_fn {
       require_like(call, ls, s.log_sum_sq, lp, s.logp);
       if (s.mask.data()) require_like(call, mk, s.mask, lp, s.logp);
       const row_layout L{s.logp.extent(0), s.logp.extent(1), nullptr};
-      check_mask_values(call, s.mask, L);
+      check_mask_values(call, s.mask, L, mk);
       check_finite_tokens(call, lp, s.logp, s.mask, L);
       check_finite_tokens(call, ls, s.log_sum_sq, s.mask, L);
     };
