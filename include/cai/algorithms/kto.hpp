@@ -48,7 +48,7 @@ template <class R>
 struct unpaired_batch {
   tensor_view<const R, 1> logp{}, ref_logp{};      ///< (B) sequence log-probs of each example's completion
   tensor_view<const std::uint8_t, 1> desirable{};  ///< (B) 1 = desirable, 0 = undesirable
-  tensor_view<const R, 1> weights{};               ///< (B) optional constant per-example weights (BCO's UDM)
+  tensor_view<const R, 1> weights{};               ///< (B) optional BCO UDM density ratios (undesirable rows only)
 };
 
 template <class R>
@@ -108,13 +108,14 @@ CAI_HD inline void unpaired_point(bool is_bco, double beta, double wd, double wu
     }
   } else {
     const double u = beta * (rho - ref);
+    // 1 - s(x) is written s(-x): exact where s(x) rounds to 1.
     if (desirable) {  // 1 - s(u), d/du = -s(u) s(-u)
       const double s = sigmoid(u);
-      loss = wd * (1.0 - s);
+      loss = wd * sigmoid(-u);
       drho = -wd * beta * s * sigmoid(-u);
     } else {  // 1 - s(-u)
       const double s = sigmoid(-u);
-      loss = wu * (1.0 - s);
+      loss = wu * sigmoid(u);
       drho = wu * beta * s * sigmoid(u);
     }
   }
@@ -132,7 +133,8 @@ unpaired_result unpaired_loss(bool is_bco, double beta, double wd, double wu, co
   for (std::int64_t i = 0; i < n; ++i) {
     const double rho = static_cast<double>(in.logp(i)) - static_cast<double>(in.ref_logp(i));
     const bool des = in.desirable(i) != 0;
-    const double w = in.weights.data() ? static_cast<double>(in.weights(i)) : 1.0;
+    // The UDM weights reweigh undesirable examples only (TRL bco_trainer: desirable examples weigh 1).
+    const double w = in.weights.data() && !des ? static_cast<double>(in.weights(i)) : 1.0;
     double l = 0.0, d = 0.0;
     unpaired_point(is_bco, beta, wd, wu, rho, p.reference, des, l, d);
     l *= w;
