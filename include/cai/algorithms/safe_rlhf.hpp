@@ -414,7 +414,8 @@ void shaped_scores(tensor_view<const R, 1> scores, std::span<const tensor_view<c
 }
 
 /// Per-token costs for the cost critic (safe-rlhf PPOLagTrainer): c_t = +beta E(logp - ref_logp)_t + [t = last] C,
-/// clamped like token_rewards' scores: the KL enters the cost with the opposite sign of the reward's.
+/// with C clamped to [score_min, score_max] (safe-rlhf clamps the whole per-token cost; equal unless the clamp binds):
+/// the KL enters the cost with the opposite sign of the reward's.
 /// Implemented as -token_rewards(placement, -C) so that both share one definition; the summary is token_rewards'
 /// for the negated costs (mean_score = -mean cost, mean_non_score_reward = -mean KL cost).
 template <backend Bk, kl::placement P, class R>
@@ -422,19 +423,23 @@ template <backend Bk, kl::placement P, class R>
 token_reward_summary token_costs(const Bk& b, const P& placement, tensor_view<const R, 1> costs, tensor_view<const R, 2> logp,
                                  tensor_view<const R, 2> ref_logp, const auto& mask, tensor_view<R, 2> out,
                                  const token_reward_options& opt = {}) {
-  detail::check_finite_values("cai::token_costs", "costs", costs);
+  constexpr std::string_view call = "cai::token_costs";
+  detail::check_finite_values(call, "costs", costs);
+  const row_layout L0 = detail::make_layout(call, "out", out, opt.cu_seqlens);
+  detail::require_per_row(call, "costs", costs, L0.rows);
+  if (!(opt.score_min <= opt.score_max) || std::isnan(opt.score_min))
+    detail::fail_argument(call, "score_min", detail::concat("score_min <= score_max (", opt.score_max, ")"), opt.score_min);
   if (opt.missing_eos_penalty != 0.0)
-    detail::fail_argument("cai::token_costs", "missing_eos_penalty", "0 (a reward-side option)", opt.missing_eos_penalty);
+    detail::fail_argument(call, "missing_eos_penalty", "0 (a reward-side option)", opt.missing_eos_penalty);
   std::vector<R> neg(static_cast<std::size_t>(costs.extent(0)));
   for (std::int64_t i = 0; i < costs.extent(0); ++i) neg[static_cast<std::size_t>(i)] = -costs(i);
   token_reward_options o = opt;
   o.score_min = -opt.score_max;
   o.score_max = -opt.score_min;
   const auto summary = token_rewards(b, placement, make_view<const R>(neg.data(), {costs.extent(0)}), logp, ref_logp, mask, out, o);
-  const row_layout L = detail::make_layout("cai::token_costs", "out", out, opt.cu_seqlens);
-  for (std::int64_t r = 0; r < L.rows; ++r) {
-    R* o_row = L.row(out, r);
-    for (std::int64_t t = 0; t < L.length(r); ++t) o_row[t] = o_row[t] == R(0) ? R(0) : -o_row[t];  // no -0
+  for (std::int64_t r = 0; r < L0.rows; ++r) {
+    R* o_row = L0.row(out, r);
+    for (std::int64_t t = 0; t < L0.length(r); ++t) o_row[t] = o_row[t] == R(0) ? R(0) : -o_row[t];  // no -0
   }
   return summary;
 }
