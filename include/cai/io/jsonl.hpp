@@ -1,0 +1,137 @@
+// cai/io/jsonl.hpp — append-only JSON Lines files that survive a killed process.
+//
+// jsonl_writer appends one JSON object per line and flushes it to the kernel after every record (a SIGKILL loses
+// nothing that write() returned for; power loss is out of scope unless sync() is called). A process killed in the
+// middle of a record leaves a final line without its '\n': read_jsonl reports it as truncated (not as data), and
+// jsonl_writer::open_for_resume() cuts it off before appending, so a resumed pipeline never sees half a record.
+// Malformed complete lines are errors (cai::parse_error naming the file and the line number).
+//
+//   cai::jsonl_writer out = cai::jsonl_writer::open_for_resume("records.jsonl");
+//   out.write({{"id", "p-1"}, {"text", "..."}});
+//   cai::read_jsonl("records.jsonl", [](const nlohmann::json& j, std::size_t line) { ... });
+#pragma once
+
+#include <cstddef>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <system_error>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "../core/error.hpp"
+
+namespace cai {
+
+/// What read_jsonl found besides the records it passed on.
+struct jsonl_scan {
+  std::size_t records = 0;          ///< complete, well-formed lines
+  std::uintmax_t valid_bytes = 0;   ///< length of the prefix made of complete lines
+  bool truncated_tail = false;      ///< the file ends inside a line (a killed writer)
+};
+
+/// Calls f(record, line_number) for every complete line of a JSONL file (blank lines skipped). A missing file
+/// reads as empty. A final line without '\n' is not passed on: it is reported in the result (when it is not valid
+/// JSON) or accepted (when it is, e.g. a file written by another tool without the final newline).
+inline jsonl_scan read_jsonl(const std::filesystem::path& path, const std::function<void(const nlohmann::json&, std::size_t)>& f) {
+  jsonl_scan scan;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (std::filesystem::exists(path)) throw parse_error(detail::concat("cai::read_jsonl: cannot open '", path.string(), "'"));
+    return scan;
+  }
+  std::string line;
+  std::size_t number = 0;
+  std::uintmax_t offset = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    const bool complete = !in.eof();  // getline stopped at a '\n'
+    const std::uintmax_t next = offset + line.size() + (complete ? 1 : 0);
+    std::size_t k = 0;
+    while (k < line.size() && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) ++k;
+    if (k == line.size()) {
+      offset = next;
+      if (complete) scan.valid_bytes = offset;
+      continue;
+    }
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::parse_error& e) {
+      if (!complete) {  // a record cut short by a killed writer
+        scan.truncated_tail = true;
+        return scan;
+      }
+      throw parse_error(detail::concat("cai::read_jsonl: ", path.string(), ":", number, ": malformed JSON at byte ", e.byte));
+    }
+    f(j, number);
+    ++scan.records;
+    offset = next;
+    scan.valid_bytes = offset;
+  }
+  return scan;
+}
+
+/// Appends JSON records, one per line, flushed after each.
+class jsonl_writer {
+ public:
+  jsonl_writer() = default;
+  /// Opens `path` for appending (created if missing).
+  explicit jsonl_writer(const std::filesystem::path& path) : path_(path) {
+    file_ = std::fopen(path.string().c_str(), "ab");
+    if (!file_) throw error(detail::concat("cai::jsonl_writer: cannot open '", path.string(), "' for appending"));
+  }
+  /// Cuts a truncated final line (left by a killed writer) off `path`, then opens it for appending.
+  static jsonl_writer open_for_resume(const std::filesystem::path& path) {
+    if (std::filesystem::exists(path)) {
+      const jsonl_scan s = read_jsonl(path, [](const nlohmann::json&, std::size_t) {});
+      if (std::filesystem::file_size(path) != s.valid_bytes) std::filesystem::resize_file(path, s.valid_bytes);
+    }
+    jsonl_writer w(path);
+    // A complete last record written without its newline (by another tool) gets one before anything is appended.
+    if (std::filesystem::file_size(path) > 0) {
+      std::ifstream in(path, std::ios::binary);
+      in.seekg(-1, std::ios::end);
+      char last = '\n';
+      in.get(last);
+      if (last != '\n' && (std::fputc('\n', w.file_) == EOF || std::fflush(w.file_) != 0))
+        throw error(detail::concat("cai::jsonl_writer: writing '", path.string(), "' failed"));
+    }
+    return w;
+  }
+  jsonl_writer(jsonl_writer&& o) noexcept : path_(std::move(o.path_)), file_(std::exchange(o.file_, nullptr)) {}
+  jsonl_writer& operator=(jsonl_writer&& o) noexcept {
+    if (this != &o) {
+      close();
+      path_ = std::move(o.path_);
+      file_ = std::exchange(o.file_, nullptr);
+    }
+    return *this;
+  }
+  jsonl_writer(const jsonl_writer&) = delete;
+  jsonl_writer& operator=(const jsonl_writer&) = delete;
+  ~jsonl_writer() { close(); }
+
+  /// Writes one record (serialised on one line) and flushes it.
+  void write(const nlohmann::json& record) {
+    if (!file_) throw error("cai::jsonl_writer::write: the writer is not open");
+    std::string s = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    s.push_back('\n');
+    if (std::fwrite(s.data(), 1, s.size(), file_) != s.size() || std::fflush(file_) != 0)
+      throw error(detail::concat("cai::jsonl_writer::write: writing '", path_.string(), "' failed"));
+  }
+  void close() noexcept {
+    if (file_) std::fclose(file_);
+    file_ = nullptr;
+  }
+  const std::filesystem::path& path() const noexcept { return path_; }
+
+ private:
+  std::filesystem::path path_;
+  std::FILE* file_ = nullptr;
+};
+
+}  // namespace cai
