@@ -50,7 +50,7 @@
 #include "../core/rng.hpp"
 #include "../io/datasets.hpp"
 #include "../io/jsonl.hpp"
-#include "../io/progress.hpp"
+#include "../io/pipeline.hpp"
 #include "constitution.hpp"
 
 namespace cai {
@@ -298,43 +298,16 @@ inline critique_transcript transcript_from_json(const nlohmann::json& j) {
   return t;
 }
 
-/// What run_critique_revise did.
-struct pipeline_report {
-  std::size_t written = 0;  ///< records written by this run
-  std::size_t skipped = 0;  ///< prompts already in the output file
-  std::size_t failed = 0;   ///< records written with an error
-};
-
-/// The resumable pipeline: critique-revise every prompt not yet in `out_path`, appending one record per line.
+/// The resumable pipeline: critique-revise every prompt not yet in `out_path`, appending one record per line
+/// (cai::run_resumable in io/pipeline.hpp: batches fixed by position, partly written batches re-run whole).
 template <text_generator G>
 pipeline_report run_critique_revise(G& gen, const constitution& c, std::span<const prompt_record> prompts,
                                     const std::filesystem::path& out_path, const critique_revise_options& o = {}) {
   detail::cr::check_options("cai::run_critique_revise", c, prompts, o);
-  std::set<std::string> done;
-  jsonl_writer w = jsonl_writer::open_for_resume(out_path);
-  read_jsonl(out_path, [&](const nlohmann::json& j, std::size_t line) {
-    if (!j.is_object() || !j.contains("id") || !j["id"].is_string())
-      throw parse_error(detail::concat("cai::run_critique_revise: ", out_path.string(), ":", line, ": a record without an \"id\""));
-    done.insert(j["id"].get<std::string>());
-  });
-  pipeline_report rep;
-  for (const auto& p : prompts) rep.skipped += done.count(p.id);
-  progress_line bar("critique-revise", prompts.size(), rep.skipped, o.progress && ::isatty(2) != 0);
-  for (std::size_t b = 0; b * o.batch_size < prompts.size(); ++b) {
-    const auto batch = prompts.subspan(b * o.batch_size, std::min(o.batch_size, prompts.size() - b * o.batch_size));
-    if (std::all_of(batch.begin(), batch.end(), [&](const prompt_record& p) { return done.count(p.id) > 0; })) continue;
-    // The whole batch runs again, so every record sees the calls an uninterrupted run would have made.
-    for (auto& r : critique_revise_batch(gen, c, batch, b, o)) {
-      if (done.count(r.id)) continue;
-      w.write(to_json(r));
-      done.insert(r.id);
-      ++rep.written;
-      rep.failed += !r.ok();
-      bar.advance();
-    }
-  }
-  bar.finish();
-  return rep;
+  return run_resumable(
+      "run_critique_revise", prompts, o.batch_size, out_path, o.progress,
+      [&](std::span<const prompt_record> batch, std::size_t b) { return critique_revise_batch(gen, c, batch, b, o); },
+      [](const critique_transcript& t) { return to_json(t); }, [](const critique_transcript& t) { return !t.ok(); });
 }
 
 }  // namespace cai
