@@ -299,9 +299,10 @@ struct discopop {
   double tau = 0.05;  ///< TRL discopop_tau
   static constexpr std::string_view name = "discopop";
   CAI_HD pair_value operator()(const pair_point& p) const noexcept {
-    const double z = beta * (p.sc - p.sr), m = detail::sg(z / tau), ez = std::exp(-z), lz = detail::ls(z);
-    const double l = (1.0 - m) * (-lz) + m * ez;
-    const double dz = m * (1.0 - m) / tau * (ez + lz) - (1.0 - m) * detail::sg(-z) - m * ez;
+    const double z = beta * (p.sc - p.sr), m = detail::sg(z / tau), lz = detail::ls(z);
+    const double mez = std::exp(detail::ls(z / tau) - z);  // m e^-z, finite where e^-z alone overflows (z << 0)
+    const double l = (1.0 - m) * (-lz) + mez;
+    const double dz = (1.0 - m) / tau * (mez + m * lz) - (1.0 - m) * detail::sg(-z) - mez;
     return {l, beta * dz, -beta * dz, 0.0, 0.0};
   }
 };
@@ -365,8 +366,14 @@ inline mix<sigmoid, bco_pair, sft> mpo(double beta = 0.1) {
   return mix{sigmoid{.beta = beta}, bco_pair{.beta = beta}, sft{}}.weighted(0.8, 0.2, 1.0);
 }
 
-/// A loss (or mix) with an f-divergence other than the reverse KL.
+template <class T>
+inline constexpr bool is_mix_v = false;
+template <class... Ls>
+inline constexpr bool is_mix_v<mix<Ls...>> = true;
+
+/// A loss (or mix) with an f-divergence other than the reverse KL (one divergence: no nesting).
 template <class Loss, f_divergence F>
+  requires(loss<Loss> || is_mix_v<Loss>)
 struct with_divergence {
   Loss loss;
   F divergence;
@@ -700,8 +707,8 @@ struct dpo_loss_fn {
         fail_argument(call, "ref_chosen", "reference log-probs (or dpo_options::reference_free = true)", "none");
       if (!in.ref_rejected.data() && n > 0)
         fail_argument(call, "ref_rejected", "reference log-probs (or dpo_options::reference_free = true)", "none");
-      if (n > 0) check_pair_values(call, in.ref_chosen, in.ref_rejected, "ref_chosen", "ref_rejected");
       if (n > 0) require_per_row(call, "ref_chosen", in.ref_chosen, n);
+      if (n > 0) check_pair_values(call, in.ref_chosen, in.ref_rejected, "ref_chosen", "ref_rejected");
     }
     if (lengths) {
       for (const auto& [v, name] : {std::pair{in.chosen_lengths, "chosen_lengths"}, std::pair{in.rejected_lengths, "rejected_lengths"}}) {
