@@ -2,7 +2,7 @@
 # Installs the Debian packages cai's build, tests and demo need, when they are missing. Safe to run repeatedly.
 # Optional extras: CAI_DEPS_EXTRA="python3-torch python3-numpy" (benchmarks against PyTorch).
 set -euo pipefail
-need=(build-essential cmake pkg-config catch2 nlohmann-json3-dev librange-v3-dev libcpp-httplib-dev)
+need=(build-essential cmake pkg-config catch2 nlohmann-json3-dev librange-v3-dev libcpp-httplib-dev clang libclang-rt-14-dev)
 # shellcheck disable=SC2206
 need+=(${CAI_DEPS_EXTRA:-})
 missing=()

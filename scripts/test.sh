@@ -4,7 +4,7 @@
 # Stages (each timed): dependencies; Release build with -Werror of every target (tests, examples, benchmarks,
 # every public header alone, CUDA translation units with nvcc when present); ctest (host suite, diagnostics,
 # examples, packaging; [cuda] tests skip without a GPU); AddressSanitizer + UndefinedBehaviorSanitizer build and
-# run of the host suite. Exits non-zero on the first failure.
+# run of the host suite; a short libFuzzer run over the parsers. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -34,5 +34,8 @@ stage "configure (ASan + UBSan)" cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=RelWit
 stage "build (sanitizers)" cmake --build "$asan" -j"$jobs" --target cai_tests cai_io_tests cai_views_tests cai_demo cai_example_logprobs cai_example_policy_loss cai_example_preference
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 stage "ctest (sanitizers)" ctest --test-dir "$asan" --output-on-failure -j"$jobs" -L "host|io|examples"
+
+# libFuzzer (clang) over the constitution, JSONL and dataset parsers, briefly, from the seed corpus.
+stage "fuzz (libFuzzer, 30 s)" bash fuzz/run.sh 30 "$root/build/fuzz"
 
 echo "cai: all stages passed in $(($(date +%s) - total_start)) s"

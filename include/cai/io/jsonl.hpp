@@ -16,7 +16,9 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <sstream>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 
@@ -29,30 +31,24 @@ namespace cai {
 /// What read_jsonl found besides the records it passed on.
 struct jsonl_scan {
   std::size_t records = 0;          ///< complete, well-formed lines
-  std::uintmax_t valid_bytes = 0;   ///< length of the prefix made of complete lines
+  std::size_t valid_bytes = 0;      ///< length of the prefix made of complete lines
   bool truncated_tail = false;      ///< the file ends inside a line (a killed writer)
 };
 
-/// Calls f(record, line_number) for every complete line of a JSONL file (blank lines skipped). A missing file
-/// reads as empty. A final line without '\n' is not passed on: it is reported in the result (when it is not valid
-/// JSON) or accepted (when it is, e.g. a file written by another tool without the final newline).
-inline jsonl_scan read_jsonl(const std::filesystem::path& path, const std::function<void(const nlohmann::json&, std::size_t)>& f) {
+/// Calls f(record, line_number) for every complete line of JSONL text (blank lines skipped); `source` names it in
+/// errors. A final line without '\n' is not passed on when it is not valid JSON (a record cut short by a killed
+/// writer: reported as truncated_tail) and accepted when it is (a file written without the final newline).
+inline jsonl_scan scan_jsonl(std::string_view text, std::string_view source,
+                             const std::function<void(const nlohmann::json&, std::size_t)>& f) {
   jsonl_scan scan;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    if (std::filesystem::exists(path)) throw parse_error(detail::concat("cai::read_jsonl: cannot open '", path.string(), "'"));
-    return scan;
-  }
-  std::string line;
-  std::size_t number = 0;
-  std::uintmax_t offset = 0;
-  while (std::getline(in, line)) {
+  std::size_t number = 0, offset = 0;
+  while (offset < text.size()) {
     ++number;
-    const bool complete = !in.eof();  // getline stopped at a '\n'
-    const std::uintmax_t next = offset + line.size() + (complete ? 1 : 0);
-    std::size_t k = 0;
-    while (k < line.size() && (line[k] == ' ' || line[k] == '\t' || line[k] == '\r')) ++k;
-    if (k == line.size()) {
+    const std::size_t nl = text.find('\n', offset);
+    const bool complete = nl != std::string_view::npos;
+    const std::string_view line = text.substr(offset, (complete ? nl : text.size()) - offset);
+    const std::size_t next = complete ? nl + 1 : text.size();
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) {
       offset = next;
       if (complete) scan.valid_bytes = offset;
       continue;
@@ -61,11 +57,11 @@ inline jsonl_scan read_jsonl(const std::filesystem::path& path, const std::funct
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::parse_error& e) {
-      if (!complete) {  // a record cut short by a killed writer
+      if (!complete) {
         scan.truncated_tail = true;
         return scan;
       }
-      throw parse_error(detail::concat("cai::read_jsonl: ", path.string(), ":", number, ": malformed JSON at byte ", e.byte));
+      throw parse_error(detail::concat("cai::read_jsonl: ", source, ":", number, ": malformed JSON at byte ", e.byte));
     }
     f(j, number);
     ++scan.records;
@@ -73,6 +69,19 @@ inline jsonl_scan read_jsonl(const std::filesystem::path& path, const std::funct
     scan.valid_bytes = offset;
   }
   return scan;
+}
+
+/// scan_jsonl over a file. A missing file reads as empty.
+inline jsonl_scan read_jsonl(const std::filesystem::path& path, const std::function<void(const nlohmann::json&, std::size_t)>& f) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (std::filesystem::exists(path)) throw parse_error(detail::concat("cai::read_jsonl: cannot open '", path.string(), "'"));
+    return {};
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  return scan_jsonl(text, path.string(), f);
 }
 
 /// Appends JSON records, one per line, flushed after each.
