@@ -16,7 +16,7 @@
 //
 // Randomness: a record's principles and few-shot examples come from a Philox stream keyed by (seed, its id), so they
 // do not depend on batching or order. Batches are fixed by position in the prompt list; each generate() call gets
-// sampling seed derive_seed(seed, batch, stage), so a deterministic generator yields the same records however a run
+// sampling seed derive_seed(derive_seed(seed, batch), stage), so a deterministic generator yields the same records however a run
 // is split, killed and resumed.
 //
 // Faults: a generate() call that throws is retried `retries` times; if it still fails, the batch's records are
@@ -183,8 +183,9 @@ std::vector<critique_transcript> critique_revise_batch(G& gen, const constitutio
   // Runs one stage for the live records: a batched call, then (if it fails) one call per record.
   const auto stage = [&](std::uint64_t stage_no, const std::vector<std::size_t>& live, const std::vector<conversation>& convs,
                          auto&& accept) {
+    if (live.empty()) return;  // every record of the batch has failed: no call with an empty batch
     sampling_params sp = o.sampling;
-    sp.seed = derive_seed(o.seed, batch_index * 1024 + stage_no);
+    sp.seed = derive_seed(derive_seed(o.seed, batch_index), stage_no);
     try {
       const auto res = cr::generate_checked(gen, std::span<const conversation>(convs), sp, o.retries);
       for (std::size_t k = 0; k < live.size(); ++k) accept(live[k], res[k]);

@@ -9,12 +9,15 @@
 // For a comparison (dialogue, response a, response b), K principles drawn without replacement from the record's
 // Philox stream (keyed by seed and id), and for each order (a, b) and, when both_orders is set, (b, a):
 //   request  [system] + few-shot turns + user(question) [+ assistant(reasoning + answer lead) in CoT mode]
-//   question "Consider the following conversation between a human and an assistant:\n\n<hh transcript>\n\n
+//   question "Consider the following conversation between a human and an assistant:\n" + <hh transcript, which
+//             starts "\n\nHuman: "> + "\n\n
 //             <comparison question>\nOptions:\n(A) <first>\n(B) <second>\n" + "The answer is:" (or, with CoT,
 //             "Let's think step by step:" — the generator's reasoning follows, then "Therefore, the answer is:")
 //   scored   the option strings (default "(A)", "(B)") as the continuation of the assistant turn
 //   p_first  = e^{l_A} / (e^{l_A} + e^{l_B})                    (normalised option probability, computed stably)
-// P(a preferred) per principle = p_first(a, b), or its mean with 1 - p_first(b, a) (position-bias removal); the
+// P(a preferred) per principle = p_first(a, b), or its mean with 1 - p_first(b, a) (position-bias removal: the label
+// becomes antisymmetric — swapping a and b gives 1 - label, a tie gives 1/2 — and a constant preference for the
+// first position cancels to first order; it cannot be undone exactly through the logistic link); the
 // label is the mean over the K principles, clamped to [cot_min, cot_max] in CoT mode. A few-shot feedback example
 // becomes a user(question) / assistant("(A)" or "(B)", after its reasoning in CoT mode) exchange.
 // The output record is a preference pair with chosen = a, rejected = b and label = P(a preferred): the soft label
@@ -191,24 +194,32 @@ std::vector<feedback_label> label_feedback_batch(J& jdg, G* gen, const constitut
       }
     }
   }
-  const auto fail_slots = [&](const std::vector<std::size_t>& which, const std::string& why) {
-    for (std::size_t s : which) out[slots[s].rec].error = why;
-  };
-  std::vector<std::size_t> all(slots.size());
-  for (std::size_t s = 0; s < all.size(); ++s) all[s] = s;
-  // Chain of thought: the generator reasons for every question first.
+  // Chain of thought: the generator reasons for every question first (one call; on failure, one call per question so
+  // that a bad conversation fails only its own record).
   if (o.chain_of_thought) {
     sampling_params sp = o.sampling;
-    sp.seed = derive_seed(o.seed, batch_index * 1024 + 1);
+    sp.seed = derive_seed(derive_seed(o.seed, batch_index), 1);
+    std::vector<std::string> reasons(slots.size());
+    std::vector<bool> have(slots.size(), false);
     try {
-      const auto reasons = detail::cr::generate_checked(*gen, std::span<const conversation>(questions), sp, o.retries);
+      reasons = detail::cr::generate_checked(*gen, std::span<const conversation>(questions), sp, o.retries);
+      std::fill(have.begin(), have.end(), true);
+    } catch (const std::exception&) {
       for (std::size_t s = 0; s < slots.size(); ++s) {
-        auto& v = out[slots[s].rec].votes[slots[s].vote];
-        (slots[s].swapped ? v.reasoning_ba : v.reasoning_ab) = reasons[s];
-        questions[s].push_back({"assistant", detail::concat(reasons[s], fb::cot_answer)});
+        if (!out[slots[s].rec].ok()) continue;
+        try {
+          reasons[s] = detail::cr::generate_checked(*gen, std::span<const conversation>(&questions[s], 1), sp, o.retries)[0];
+          have[s] = true;
+        } catch (const std::exception& e) {
+          out[slots[s].rec].error = e.what();
+        }
       }
-    } catch (const std::exception& e) {
-      fail_slots(all, e.what());
+    }
+    for (std::size_t s = 0; s < slots.size(); ++s) {
+      if (!have[s]) continue;
+      auto& v = out[slots[s].rec].votes[slots[s].vote];
+      (slots[s].swapped ? v.reasoning_ba : v.reasoning_ab) = reasons[s];
+      questions[s].push_back({"assistant", detail::concat(reasons[s], fb::cot_answer)});
     }
   }
   // One judge call for every live question (retried), then per record on failure.
@@ -236,7 +247,7 @@ std::vector<feedback_label> label_feedback_batch(J& jdg, G* gen, const constitut
     throw error(detail::concat("judge failed after ", o.retries + 1, " attempts: ", last));
   };
   std::vector<std::vector<double>> lps(live.size());
-  try {
+  if (!live.empty()) try {
     lps = score(std::span<const judge_request>(reqs));
   } catch (const std::exception&) {
     for (std::size_t k = 0; k < live.size(); ++k) {
@@ -279,7 +290,9 @@ inline void check(std::string_view call, const constitution& c, std::span<const 
   if (o.principles < 1 || o.principles > c.principles.size())
     fail_argument(call, "principles", concat("between 1 and the constitution's ", c.principles.size()), o.principles);
   if (o.option_strings.size() != 2 || o.option_strings[0].empty() || o.option_strings[1].empty() || o.option_strings[0] == o.option_strings[1])
-    fail_argument(call, "option_strings", "two distinct non-empty strings", o.option_strings.size());
+    fail_argument(call, "option_strings", "two distinct non-empty strings",
+                  o.option_strings.size() == 2 ? concat("\"", o.option_strings[0], "\" and \"", o.option_strings[1], "\"")
+                                               : concat(o.option_strings.size(), " strings"));
   if (o.chain_of_thought && !has_gen) fail_argument(call, "generator", "a text_generator for chain_of_thought", "none");
   if (!(o.cot_min >= 0.0 && o.cot_min <= o.cot_max && o.cot_max <= 1.0))
     fail_argument(call, "cot_min", concat("0 <= cot_min <= cot_max (", o.cot_max, ") <= 1"), o.cot_min);

@@ -12,8 +12,8 @@
 //                 "rejected": [...]}; SFT {"messages": [turns..., assistant]} — roles kept per turn, so training can
 //                 mask everything but the assistant spans of a multi-turn conversation
 // A soft label, when present, is written as "label" (P(chosen is preferred), in [0, 1]); cai::bradley_terry_loss
-// reads it as reward_pair_batch::labels. The hh form has only Human and Assistant turns: a system turn is an error
-// there (use messages). Parsing names what is wrong (cai::parse_error).
+// reads it as reward_pair_batch::labels. The hh form has only Human and Assistant turns and no escaping: a system
+// turn, or a turn whose text contains a turn marker, is an error there (use messages). Parsing names what is wrong (cai::parse_error).
 //
 //   nlohmann::json j = cai::to_json(pair, cai::dataset_format::messages);
 //   cai::preference_record back = cai::preference_from_json(j);   // any of the three forms
@@ -60,6 +60,11 @@ inline std::string hh_transcript(const conversation& c) {
       detail::fail_argument("cai::hh_transcript", detail::concat("conversation[", i, "].role"),
                             "\"user\" or \"assistant\" (the hh form has no other roles; use the messages form)",
                             detail::concat("\"", c[i].role, "\""));
+    if (c[i].content.find("\n\nHuman:") != std::string::npos || c[i].content.find("\n\nAssistant:") != std::string::npos)
+      detail::fail_argument("cai::hh_transcript", detail::concat("conversation[", i, "].content"),
+                            "text without the hh turn markers (\\n\\nHuman: / \\n\\nAssistant:; the form has no escaping — use the "
+                            "messages form)",
+                            "a turn marker inside the text");
     out += c[i].content;
   }
   return out;
@@ -97,6 +102,13 @@ inline conversation parse_hh(std::string_view text) {
 }
 
 namespace detail::ds {
+
+/// A response written into an hh transcript must not contain a turn marker (the form has no escaping).
+inline const std::string& plain(const std::string& text, std::string_view name) {
+  if (text.find("\n\nHuman:") != std::string::npos || text.find("\n\nAssistant:") != std::string::npos)
+    fail_argument("cai::to_json", name, "text without the hh turn markers (use the messages form)", "a turn marker inside the text");
+  return text;
+}
 
 inline nlohmann::json turns(const conversation& c) {
   nlohmann::json a = nlohmann::json::array();
@@ -153,11 +165,11 @@ inline nlohmann::json to_json(const preference_record& r, dataset_format f) {
   switch (f) {
     case dataset_format::hh: {
       const std::string p = hh_transcript(r.prompt);
-      j = {{"chosen", p + std::string(assistant) + r.chosen}, {"rejected", p + std::string(assistant) + r.rejected}};
+      j = {{"chosen", p + std::string(assistant) + plain(r.chosen, "chosen")}, {"rejected", p + std::string(assistant) + plain(r.rejected, "rejected")}};
       break;
     }
     case dataset_format::text:
-      j = {{"prompt", hh_transcript(r.prompt) + "\n\nAssistant:"}, {"chosen", " " + r.chosen}, {"rejected", " " + r.rejected}};
+      j = {{"prompt", hh_transcript(r.prompt) + "\n\nAssistant:"}, {"chosen", " " + plain(r.chosen, "chosen")}, {"rejected", " " + plain(r.rejected, "rejected")}};
       break;
     case dataset_format::messages:
       j = {{"prompt", turns(r.prompt)},
@@ -173,8 +185,8 @@ inline nlohmann::json to_json(const preference_record& r, dataset_format f) {
 inline nlohmann::json to_json(const sft_record& r, dataset_format f) {
   using namespace detail::ds;
   switch (f) {
-    case dataset_format::hh: return {{"text", hh_transcript(r.prompt) + std::string(assistant) + r.response}};
-    case dataset_format::text: return {{"prompt", hh_transcript(r.prompt) + "\n\nAssistant:"}, {"completion", " " + r.response}};
+    case dataset_format::hh: return {{"text", hh_transcript(r.prompt) + std::string(assistant) + plain(r.response, "response")}};
+    case dataset_format::text: return {{"prompt", hh_transcript(r.prompt) + "\n\nAssistant:"}, {"completion", " " + plain(r.response, "response")}};
     case dataset_format::messages: {
       conversation c = r.prompt;
       c.push_back({"assistant", r.response});

@@ -1,7 +1,7 @@
 // cai/io/jsonl.hpp — append-only JSON Lines files that survive a killed process.
 //
 // jsonl_writer appends one JSON object per line and flushes it to the kernel after every record (a SIGKILL loses
-// nothing that write() returned for; power loss is out of scope unless sync() is called). A process killed in the
+// nothing that write() returned for; surviving power loss would need fsync, which it does not do). A process killed in the
 // middle of a record leaves a final line without its '\n': read_jsonl reports it as truncated (not as data), and
 // jsonl_writer::open_for_resume() cuts it off before appending, so a resumed pipeline never sees half a record.
 // Malformed complete lines are errors (cai::parse_error naming the file and the line number).
@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
