@@ -35,11 +35,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../file_support.hpp"
 #include "../support.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
+using cai_test::slurp;
+
+/// This file's temporary JSONL files.
+struct temp_file : cai_test::temp_file {
+  explicit temp_file(const std::string& stem) : cai_test::temp_file("cr", stem) {}
+};
 using json = nlohmann::json;
 using cai::conversation;
 
@@ -232,27 +239,7 @@ std::vector<std::string> principles_of(const cai::critique_transcript& t) {
   return v;
 }
 
-/// A file name under the temp directory, unique to this process, removed on scope exit.
-struct temp_file {
-  fs::path path;
-  explicit temp_file(const std::string& stem)
-      : path(fs::temp_directory_path() / ("cai_test_cr_" + stem + "_" + std::to_string(::getpid()) + ".jsonl")) {
-    fs::remove(path);
-  }
-  ~temp_file() {
-    std::error_code ec;
-    fs::remove(path, ec);
-  }
-  temp_file(const temp_file&) = delete;
-  temp_file& operator=(const temp_file&) = delete;
-};
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 std::size_t count_lines(const fs::path& p) {
   const std::string s = slurp(p);

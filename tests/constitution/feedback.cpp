@@ -32,11 +32,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../file_support.hpp"
 #include "../support.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
+using cai_test::slurp;
+
+/// This file's temporary JSONL files.
+struct temp_file : cai_test::temp_file {
+  explicit temp_file(const std::string& stem) : cai_test::temp_file("feedback", stem) {}
+};
 using json = nlohmann::json;
 using ld = long double;
 using cai::conversation;
@@ -220,20 +227,6 @@ cai::feedback_options opts() {
   return o;
 }
 
-/// A file name under the temp directory, unique to this process, removed on scope exit.
-struct temp_file {
-  fs::path path;
-  explicit temp_file(const std::string& stem)
-      : path(fs::temp_directory_path() / ("cai_test_feedback_" + stem + "_" + std::to_string(::getpid()) + ".jsonl")) {
-    fs::remove(path);
-  }
-  ~temp_file() {
-    std::error_code ec;
-    fs::remove(path, ec);
-  }
-  temp_file(const temp_file&) = delete;
-  temp_file& operator=(const temp_file&) = delete;
-};
 
 std::vector<std::string> lines_of(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -243,12 +236,6 @@ std::vector<std::string> lines_of(const fs::path& p) {
   return v;
 }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 /// The records of a JSONL file by id; REQUIREs that no id appears twice.
 std::map<std::string, json> by_id(const fs::path& p) {

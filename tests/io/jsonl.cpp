@@ -21,34 +21,21 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../file_support.hpp"
 #include "../support.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
+using cai_test::slurp;
+
+/// This file's temporary JSONL files.
+struct temp_file : cai_test::temp_file {
+  explicit temp_file(const std::string& stem) : cai_test::temp_file("jsonl", stem) {}
+};
 using json = nlohmann::json;
 
-/// A file name under the temp directory, unique to this process and test, removed on scope exit.
-struct temp_file {
-  fs::path path;
-  explicit temp_file(const std::string& stem)
-      : path(fs::temp_directory_path() / ("cai_test_jsonl_" + stem + "_" + std::to_string(::getpid()) + ".jsonl")) {
-    fs::remove(path);
-  }
-  ~temp_file() {
-    std::error_code ec;
-    fs::remove(path, ec);
-  }
-  temp_file(const temp_file&) = delete;
-  temp_file& operator=(const temp_file&) = delete;
-};
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 void put(const fs::path& p, const std::string& bytes, bool append = false) {
   std::ofstream out(p, std::ios::binary | (append ? std::ios::app : std::ios::trunc));
