@@ -57,7 +57,7 @@ namespace cai {
 enum class scoring { automatic, prompt_logprobs, echo, top_logprobs };
 
 struct http_options {
-  std::string base_url = "http://127.0.0.1:8080";
+  std::string base_url = "http://127.0.0.1:8080";  ///< scheme://host:port, optionally a path prefix and/or "/v1"
   std::string model{};
   std::string api_key{};         ///< sent as "Authorization: Bearer ..." when not empty
   double connect_timeout_s = 5.0;
@@ -93,13 +93,23 @@ class openai_client {
   explicit openai_client(http_options opt = {}) : opt_(std::move(opt)) {
     constexpr std::string_view call = "cai::openai_client";
     if (opt_.concurrency < 1) detail::fail_argument(call, "concurrency", "at least 1", opt_.concurrency);
-    if (!(opt_.connect_timeout_s > 0.0) || !(opt_.read_timeout_s > 0.0))
-      detail::fail_argument(call, "read_timeout_s", "timeouts > 0", opt_.read_timeout_s);
+    if (!(opt_.connect_timeout_s > 0.0)) detail::fail_argument(call, "connect_timeout_s", "a value > 0", opt_.connect_timeout_s);
+    if (!(opt_.read_timeout_s > 0.0)) detail::fail_argument(call, "read_timeout_s", "a value > 0", opt_.read_timeout_s);
     if (!(opt_.backoff_s >= 0.0)) detail::fail_argument(call, "backoff_s", "a value >= 0", opt_.backoff_s);
     if (opt_.base_url.rfind("http://", 0) != 0 && opt_.base_url.rfind("https://", 0) != 0)
       detail::fail_argument(call, "base_url", "an http:// or https:// URL", opt_.base_url);
     if (opt_.top_k < 1) detail::fail_argument(call, "top_k", "at least 1", opt_.top_k);
     if (!opt_.chat_template) opt_.chat_template = detail::http::plain_template;
+    // "http://host:port[/prefix][/v1][/]": requests go to host:port with the prefix; a trailing /v1 (the OpenAI SDK's
+    // form of a base URL) is dropped because the endpoint paths carry it.
+    const std::size_t slash = opt_.base_url.find('/', opt_.base_url.find("://") + 3);
+    host_ = opt_.base_url.substr(0, slash);
+    if (slash != std::string::npos) {
+      prefix_ = opt_.base_url.substr(slash);
+      while (!prefix_.empty() && prefix_.back() == '/') prefix_.pop_back();
+      if (prefix_.size() >= 3 && prefix_.compare(prefix_.size() - 3, 3, "/v1") == 0) prefix_.resize(prefix_.size() - 3);
+    }
+    if (host_.size() <= opt_.base_url.find("://") + 3) detail::fail_argument(call, "base_url", "a URL with a host", opt_.base_url);
     detected_ = opt_.mode == scoring::automatic ? std::nullopt : std::optional<scoring>(opt_.mode);
   }
 
@@ -133,10 +143,11 @@ class openai_client {
     for (std::size_t r = 0; r < reqs.size(); ++r)
       for (std::size_t o = 0; o < reqs[r].options.size(); ++o) jobs.push_back({r, o});
     if (jobs.empty()) return out;
-    if (!detected_) detect(prompt_text(reqs[jobs[0].r].prompt), reqs[jobs[0].r].options[jobs[0].o]);
+    if (!mode()) detect(prompt_text(reqs[jobs[0].r].prompt), reqs[jobs[0].r].options[jobs[0].o]);
+    const scoring m = *mode();
     parallel(jobs.size(), [&](std::size_t k) {
       const auto& rq = reqs[jobs[k].r];
-      out[jobs[k].r][jobs[k].o] = score_one(*detected_, prompt_text(rq.prompt), rq.options[jobs[k].o]);
+      out[jobs[k].r][jobs[k].o] = score_one(m, prompt_text(rq.prompt), rq.options[jobs[k].o]);
     });
     return out;
   }
@@ -163,7 +174,7 @@ class openai_client {
   static const nlohmann::json* find_path(const nlohmann::json& j, std::initializer_list<std::string_view> path) {
     const nlohmann::json* cur = &j;
     for (auto key : path) {
-      if (cur->is_array()) {
+      if (cur->is_array() && !key.empty() && key.find_first_not_of("0123456789") == std::string_view::npos) {
         const std::size_t i = static_cast<std::size_t>(std::stoul(std::string(key)));
         if (i >= cur->size()) return nullptr;
         cur = &(*cur)[i];
@@ -187,14 +198,14 @@ class openai_client {
         std::this_thread::sleep_for(std::chrono::duration<double>(wait));
         wait *= 2.0;
       }
-      httplib::Client cli(opt_.base_url);
+      httplib::Client cli(host_);
       const auto to = [](double s) { return std::chrono::microseconds(static_cast<std::int64_t>(s * 1e6)); };
       cli.set_connection_timeout(to(opt_.connect_timeout_s));
       cli.set_read_timeout(to(opt_.read_timeout_s));
       cli.set_write_timeout(to(opt_.read_timeout_s));
       if (!opt_.api_key.empty()) cli.set_bearer_token_auth(opt_.api_key.c_str());
       ++sent_;
-      const auto res = cli.Post(path.c_str(), body.dump(), "application/json");
+      const auto res = cli.Post((prefix_ + path).c_str(), body.dump(), "application/json");
       if (!res) {
         last = detail::concat("connection failed (", httplib::to_string(res.error()), ")");
         continue;
@@ -250,7 +261,7 @@ class openai_client {
           const std::string key = std::to_string(fid[i]);
           if (!pos.is_object() || !pos.contains(key)) bad_body("/v1/completions", detail::concat("prompt_logprobs[", i, "][", key, "]"));
           const auto& e = pos[key];
-          const auto& lp = e.is_object() ? e["logprob"] : e;
+          const nlohmann::json lp = e.is_object() ? e.value("logprob", nlohmann::json()) : e;
           if (!lp.is_number()) bad_body("/v1/completions", "a numeric logprob");
           s += lp.get<double>();
         }
@@ -349,6 +360,7 @@ class openai_client {
   }
 
   http_options opt_;
+  std::string host_, prefix_;
   mutable std::mutex mu_;
   std::mutex detect_mu_;
   std::optional<scoring> detected_;
