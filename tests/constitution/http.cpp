@@ -106,7 +106,7 @@ json chat_reply(const std::string& content) {
   return {{"choices", json::array({choice})}};
 }
 
-enum class speaks { prompt_logprobs, prompt_logprobs_with_alternatives, echo, top_logprobs };
+enum class speaks { prompt_logprobs, prompt_logprobs_with_alternatives, echo, top_logprobs, distribution, distribution_probs };
 
 /// The fake model's routes. Requests of another scoring variant than `variant` answer HTTP 400 (counted in
 /// `rejected`); a prompt or chat message containing `fail_on` (when set) answers HTTP 500.
@@ -189,6 +189,8 @@ struct fake_model {
                       {"top_logprobs", json::array({top})}}}};
           break;
         }
+        case speaks::distribution:
+        case speaks::distribution_probs: break;  // llama.cpp's native server: /completion only
       }
       if (choice.is_null()) {
         ++rejected;
@@ -199,6 +201,33 @@ struct fake_model {
         completions.push_back(b);
       }
       reply(res, 200, {{"choices", json::array({choice})}});
+    });
+    // llama.cpp's native endpoint: the next-token distribution with ids (log-probs, or post-sampling probabilities).
+    s.Post("/completion", [this](const httplib::Request& req, httplib::Response& res) {
+      ++completion_calls;
+      const json b = json::parse(req.body);
+      if ((variant != speaks::distribution && variant != speaks::distribution_probs) || b.value("n_predict", -1) != 1 ||
+          !b.contains("n_probs")) {
+        ++rejected;
+        return reply(res, 400, {{"error", "unsupported request"}});
+      }
+      {
+        std::lock_guard l(mu);
+        completions.push_back(b);
+      }
+      const auto ids = bytes_of(b.at("prompt").get<std::string>());
+      const topk t = fake_topk(ids.size(), b.at("n_probs").get<int>());
+      const bool probs = variant == speaks::distribution_probs;
+      json top = json::array();
+      for (const auto& e : t.entries) {
+        json x = {{"id", e.first}, {"token", std::string(1, static_cast<char>(e.first))}};
+        if (probs) x["prob"] = std::exp(e.second);
+        else x["logprob"] = e.second;
+        top.push_back(x);
+      }
+      json first = {{"id", t.entries.at(0).first}, {"token", std::string(1, static_cast<char>(t.entries.at(0).first))}};
+      first[probs ? "top_probs" : "top_logprobs"] = top;
+      reply(res, 200, {{"content", "x"}, {"completion_probabilities", json::array({first})}});
     });
     s.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
       ++chat_calls;
@@ -470,6 +499,44 @@ TEST_CASE("top_logprobs scoring against a next-token server: ids, the remaining-
   const std::vector<cai::judge_request> multi_first = {{{{"user", "Answer A or B."}}, {"(A)", "A"}}};
   CAI_REQUIRE_THROWS_NAMING((c_auto.score(multi_first)), cai::error, "supports none of the scoring modes", "HTTP 400", "one token");
   CHECK_FALSE(c_auto.mode().has_value());
+}
+
+TEST_CASE("distribution scoring against llama.cpp's native /completion: ids, log-probs or probabilities, detected last", "[http]") {
+  // a loopback server speaking llama.cpp's native /completion only (every /v1/completions request answers HTTP 400)
+  for (const speaks v : {speaks::distribution, speaks::distribution_probs}) {
+    fake_model model(v);
+    loopback srv(model);
+    auto o = options_for(srv);
+    o.top_k = 5;
+    const std::string prompt = "user: Answer A or B.\nassistant: ";
+    const std::size_t n = prompt.size();
+    const std::vector<cai::judge_request> reqs = {{{{"user", "Answer A or B."}}, {"A", "B", "Z"}}};
+    cai::openai_client client(o);
+    const auto s = client.score(reqs);
+    REQUIRE(client.mode() == cai::scoring::distribution);
+    CHECK(model.rejected.load() == 3);  // the prompt_logprobs, echo and top_logprobs probes
+    CHECK(s[0][0] == Approx(fake_lp('A', n)).margin(1e-12));
+    CHECK(s[0][1] == Approx(fake_lp('B', n)).margin(1e-12));
+    CHECK(s[0][2] == Approx(outside_topk(fake_topk(n, 5))).margin(1e-12));
+    for (const auto& b : model.completions) {
+      CHECK(b.at("prompt") == prompt);
+      CHECK(b.at("n_probs") == 5);
+    }
+  }
+  // Entries without ids are refused (no matching by token text).
+  loopback text_only([](httplib::Server& srv, const std::atomic<bool>&) {
+    srv.Post("/tokenize", [](const httplib::Request& req, httplib::Response& res) {
+      reply(res, 200, {{"tokens", bytes_of(json::parse(req.body).at("prompt").get<std::string>())}});
+    });
+    srv.Post("/completion", [](const httplib::Request&, httplib::Response& res) {
+      reply(res, 200, {{"completion_probabilities", json::array({{{"top_logprobs", json::array({{{"token", "A"}, {"logprob", -0.1}}})}}})}});
+    });
+  });
+  auto o = options_for(text_only);
+  o.mode = cai::scoring::distribution;
+  cai::openai_client c(o);
+  const std::vector<cai::judge_request> reqs = {{{{"user", "Q"}}, {"A", "B"}}};
+  CAI_REQUIRE_THROWS_NAMING((c.score(reqs)), cai::error, "/completion", "token ids");
 }
 
 // ----- 2. generation -------------------------------------------------------------------------------------------------

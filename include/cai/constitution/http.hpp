@@ -20,6 +20,12 @@
 //                    after the prompt (checked with /tokenize); an option outside the returned top-k gets the
 //                    remaining probability mass log(max(1 - sum_topk p, 1e-30)) capped at the smallest top-k
 //                    log-prob — an upper bound on its true probability, documented as such.
+//   distribution     llama.cpp's native endpoint: POST /completion {prompt: text, n_predict: 1, n_probs: k}; the
+//                    next-token distribution completion_probabilities[0].top_logprobs = [{id, logprob}] (or, with
+//                    post-sampling probabilities, top_probs = [{id, prob}]), looked up by token id; one-token options
+//                    and the same out-of-top-k bound as top_logprobs (n_probs up to the vocabulary size gives the full
+//                    distribution, where the bound is never needed). Entries without an "id" are an error: matching by
+//                    token text is not done.
 // The prompt text is the request's conversation rendered by the client's chat template (a plain role-tagged
 // transcript by default; set http_options::chat_template to the model's, e.g. a tokenizer's apply_chat_template).
 // Faults: each HTTP call has connection/read timeouts and is retried `retries` times with exponential back-off
@@ -33,6 +39,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
@@ -43,7 +50,9 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <system_error>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <httplib.h>
@@ -54,7 +63,7 @@
 
 namespace cai {
 
-enum class scoring { automatic, prompt_logprobs, echo, top_logprobs };
+enum class scoring { automatic, prompt_logprobs, echo, top_logprobs, distribution };
 
 struct http_options {
   std::string base_url = "http://127.0.0.1:8080";  ///< scheme://host:port, optionally a path prefix and/or "/v1"
@@ -290,10 +299,7 @@ class openai_client {
         return s;
       }
       case scoring::top_logprobs: {
-        const auto pid = tokenize(prompt), fid = tokenize(prompt + option);
-        if (fid.size() != pid.size() + 1 || !std::equal(pid.begin(), pid.end(), fid.begin()))
-          throw error(detail::concat("cai::openai_client: top_logprobs scoring needs an option that is one token after the prompt; '",
-                                     option, "' is ", static_cast<std::int64_t>(fid.size()) - static_cast<std::int64_t>(pid.size()), " tokens"));
+        const std::int64_t id = single_token(prompt, option, "top_logprobs");
         nlohmann::json b = completion_body(prompt);
         b["max_tokens"] = 1;
         b["logprobs"] = opt_.top_k;
@@ -301,20 +307,63 @@ class openai_client {
         const nlohmann::json r = post_json("/v1/completions", b);
         const auto* top = find_path(r, {"choices", "0", "logprobs", "top_logprobs", "0"});
         if (!top || !top->is_object() || top->empty()) bad_body("/v1/completions", "logprobs.top_logprobs[0]");
-        const std::string want = detail::concat("token_id:", fid.back());
-        double mass = 0.0, smallest = std::numeric_limits<double>::infinity();
+        std::vector<std::pair<std::int64_t, double>> entries;
         for (auto it = top->begin(); it != top->end(); ++it) {
           if (!it.value().is_number()) bad_body("/v1/completions", "numeric top log-probs");
-          const double lp = it.value().get<double>();
-          if (it.key() == want) return lp;
-          mass += std::exp(lp);
-          smallest = std::min(smallest, lp);
+          if (it.key().rfind("token_id:", 0) != 0) bad_body("/v1/completions", "\"token_id:<id>\" keys (return_tokens_as_token_ids)");
+          std::int64_t tok = 0;
+          const std::string& k = it.key();
+          const auto [end, ec] = std::from_chars(k.data() + 9, k.data() + k.size(), tok);
+          if (ec != std::errc{} || end != k.data() + k.size()) bad_body("/v1/completions", detail::concat("an integer id in key '", k, "'"));
+          entries.emplace_back(tok, it.value().get<double>());
         }
-        return std::min(std::log(std::max(1.0 - mass, 1e-30)), smallest);
+        return lookup_top_k(entries, id);
+      }
+      case scoring::distribution: {
+        const std::int64_t id = single_token(prompt, option, "distribution");
+        nlohmann::json b = {{"prompt", prompt}, {"n_predict", 1}, {"n_probs", opt_.top_k}, {"temperature", 0.0}, {"cache_prompt", true}};
+        const nlohmann::json r = post_json("/completion", b);
+        const auto* first = find_path(r, {"completion_probabilities", "0"});
+        if (!first || !first->is_object()) bad_body("/completion", "completion_probabilities[0]");
+        const bool as_probs = first->contains("top_probs");
+        const auto* top = find_path(*first, {as_probs ? "top_probs" : "top_logprobs"});
+        if (!top || !top->is_array() || top->empty()) bad_body("/completion", "completion_probabilities[0].top_logprobs (or top_probs)");
+        std::vector<std::pair<std::int64_t, double>> entries;
+        for (const auto& e : *top) {
+          const char* key = as_probs ? "prob" : "logprob";
+          if (!e.is_object() || !e.contains("id") || !e["id"].is_number_integer())
+            bad_body("/completion", "token ids in the distribution (matching by token text is not done)");
+          if (!e.contains(key) || !e[key].is_number()) bad_body("/completion", detail::concat("a numeric \"", key, "\" per entry"));
+          const double v = e[key].get<double>();
+          entries.emplace_back(e["id"].get<std::int64_t>(), as_probs ? std::log(v) : v);
+        }
+        return lookup_top_k(entries, id);
       }
       default: break;
     }
     throw error("cai::openai_client: no scoring mode");
+  }
+
+  /// The id of the one token `option` adds after `prompt` (cai::error when it adds another number of tokens).
+  std::int64_t single_token(const std::string& prompt, const std::string& option, std::string_view mode_name) {
+    const auto pid = tokenize(prompt), fid = tokenize(prompt + option);
+    if (fid.size() != pid.size() + 1 || !std::equal(pid.begin(), pid.end(), fid.begin()))
+      throw error(detail::concat("cai::openai_client: ", mode_name, " scoring needs an option that is one token after the prompt; '",
+                                 option, "' is ", static_cast<std::int64_t>(fid.size()) - static_cast<std::int64_t>(pid.size()),
+                                 " tokens"));
+    return fid.back();
+  }
+
+  /// The log-prob of token `id` among (id, log-prob) entries; outside them, the remaining mass capped at the
+  /// smallest entry (an upper bound on the token's probability).
+  static double lookup_top_k(const std::vector<std::pair<std::int64_t, double>>& entries, std::int64_t id) {
+    double mass = 0.0, smallest = std::numeric_limits<double>::infinity();
+    for (const auto& [tok, lp] : entries) {
+      if (tok == id) return lp;
+      mass += std::exp(lp);
+      smallest = std::min(smallest, lp);
+    }
+    return std::min(std::log(std::max(1.0 - mass, 1e-30)), smallest);
   }
 
   /// Tries the scoring modes in order on one real option and keeps the first that answers.
@@ -322,7 +371,7 @@ class openai_client {
     std::lock_guard lock(detect_mu_);
     if (mode()) return;
     std::string why;
-    for (scoring m : {scoring::prompt_logprobs, scoring::echo, scoring::top_logprobs}) {
+    for (scoring m : {scoring::prompt_logprobs, scoring::echo, scoring::top_logprobs, scoring::distribution}) {
       try {
         (void)score_one(m, prompt, option);
         std::lock_guard l2(mu_);
