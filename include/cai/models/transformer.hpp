@@ -1,0 +1,837 @@
+// cai/models/transformer.hpp — the embedded default model: a small causal transformer language model (GPT-2
+// style, pre-LayerNorm) with an exact hand-written backward, AdamW, KV-cache sampling and a checked file format.
+//
+// Architecture, for tokens x_0..x_{n-1} of one row (C = d_model, H = n_heads, hd = C / H, F = d_ff):
+//   h_t   = wte[x_t] + wpe[t]
+//   for each of n_layers blocks:
+//     a   = LN1(h);  [q k v] = a Wqkv + bqkv
+//     y_t = concat_heads( sum_{s <= t} softmax_s(q_t . k_s / sqrt(hd)) v_s )        (causal)
+//     h   = h + y Wo + bo
+//     m   = LN2(h);  h = h + GELU(m Wfc + bfc) Wfc2 + bfc2                             (GELU: tanh approximation)
+//   logits_t = LNf(h_t) Whead + bhead                                                  (untied from wte)
+// then cai::token_logprobs on the causal layout: logp[b, t] = log p(tokens[b, t] | tokens[b, < t]), position 0
+// has none (DESIGN.md alignment). LayerNorm: (x - mean) / sqrt(var + 1e-5) * g + b, biased variance.
+//
+// Backward formulas (derived by hand; the same results as llm.c's train_gpt2.c, layernorm_backward,
+// attention_backward and gelu_backward, which were read for cross-checking, not copied):
+//   LayerNorm  xhat = (x - mean) * rstd, dn = dy * g:   dx = rstd * (dn - mean(dn) - xhat * mean(dn * xhat)),
+//              dg += dy * xhat, db += dy.
+//   softmax    dz_s = p_s (dp_s - sum_r p_r dp_r).
+//   GELU       y = x/2 (1 + tanh u), u = sqrt(2/pi) (x + 0.044715 x^3):
+//              dy/dx = (1 + tanh u)/2 + x/2 (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2).
+//   linear     y = x W + b, W stored (in, out) row-major: dx = dy W^T, dW += x^T dy, db += dy.
+//
+// Shapes and conventions: batches are right-padded token_batch (B, T) with mask (B, T); positions whose mask is
+// 0 are read as token 0, and each row is computed up to its last real token (padding after it costs nothing and
+// cannot influence real positions, attention being causal). loss_mask, when given, selects the scored positions.
+// A row's last real token must lie below config.max_seq.
+//
+// Numerics and determinism: fp32 parameters, activations and accumulations (no double on the hot path; only the
+// sampler's final log-sum-exp is formed in double, as cai::models::bigram_lm does). The forward runs one batch
+// row per chunk of cai::parallel_for; the backward writes each row's parameter gradient into its own buffer and
+// sums the rows in row order, so cai::host and cai::threaded_host give the same bits at any thread count (at the
+// cost of B x parameter_count() floats of scratch during backward).
+//
+// Optimiser: AdamW (Loshchilov & Hutter; PyTorch's torch.optim.AdamW update) with bias correction:
+//   g <- g * min(1, max_grad_norm / ||g||)   (global norm over all parameters; max_grad_norm = 0 disables)
+//   m <- b1 m + (1 - b1) g;  v <- b2 v + (1 - b2) g^2
+//   p <- p - lr * ( m / (1 - b1^k) / (sqrt(v / (1 - b2^k)) + eps) + wd * p )
+// Weight decay applies to the matrices (Wqkv, Wo, Wfc, Wfc2, Whead) only: not to biases, LayerNorm gains and
+// biases, or the token / position embeddings (the usual GPT-2 / nanoGPT grouping). step() returns the pre-clip
+// gradient norm (also last_grad_norm()).
+//
+// File format (save / load), little-endian host byte order, version 1:
+//   "CAITFLM1" (8 bytes) | u32 version | 6 x i64 config (vocab, d_model, n_heads, n_layers, d_ff, max_seq)
+//   | u64 parameter count | parameter floats (the order of parameter_table()) | u64 FNV-1a 64 of all bytes before it.
+// load() checks, in order: truncation of the header, magic, version, config (against this model's), size, and
+// checksum, and throws cai::parse_error naming the problem; the model is unchanged on failure. Optimiser state is
+// not saved.
+//
+// Template parameter: Backend satisfies cai::bulk_backend (cai::host, cai::threaded_host).
+//
+//   cai::models::transformer_lm<> lm({.vocab = 257, .d_model = 64, .n_heads = 4, .n_layers = 2, .d_ff = 256,
+//                                     .max_seq = 128}, cai::host{}, /*seed=*/1);
+//   auto h = lm.train_forward(batch, {.entropy = true});
+//   lm.backward(std::move(h), {.dlogp = g});  lm.step(1e-3);  lm.zero_grad();
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "../algorithms/dispatch.hpp"
+#include "../algorithms/logprobs.hpp"
+#include "../concepts/backend.hpp"
+#include "../concepts/types.hpp"
+#include "../core/error.hpp"
+#include "../core/math.hpp"
+#include "../core/rng.hpp"
+#include "../core/tensor.hpp"
+
+namespace cai::models {
+
+/// The shape of a transformer_lm (saved in its files; load() requires an equal one).
+struct transformer_config {
+  std::int64_t vocab = 257;
+  std::int64_t d_model = 64;
+  std::int64_t n_heads = 4;
+  std::int64_t n_layers = 2;
+  std::int64_t d_ff = 256;
+  std::int64_t max_seq = 256;
+  friend bool operator==(const transformer_config&, const transformer_config&) = default;
+};
+
+/// Initialisation and optimiser settings (not part of the file format).
+struct transformer_options {
+  float init_std = 0.02f;       ///< N(0, init_std^2) for matrices and embeddings; residual outputs / sqrt(2 L)
+  float weight_decay = 0.0f;    ///< decoupled (AdamW) decay of the matrices; >= 0
+  float max_grad_norm = 1.0f;   ///< global gradient-norm clip; 0 disables
+  float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
+};
+
+namespace tf_detail {
+
+inline void layernorm_row(float* out, float* mean_out, float* rstd_out, const float* x, const float* g, const float* b,
+                          std::int64_t C) {
+  float m = 0;
+  for (std::int64_t i = 0; i < C; ++i) m += x[i];
+  m /= static_cast<float>(C);
+  float v = 0;
+  for (std::int64_t i = 0; i < C; ++i) v += (x[i] - m) * (x[i] - m);
+  v /= static_cast<float>(C);
+  const float r = 1.0f / std::sqrt(v + 1e-5f);
+  for (std::int64_t i = 0; i < C; ++i) out[i] = (x[i] - m) * r * g[i] + b[i];
+  *mean_out = m;
+  *rstd_out = r;
+}
+
+/// dx += LN backward (see header comment), dg/db accumulated.
+inline void layernorm_row_backward(float* dx, float* dg, float* db, const float* dy, const float* x, const float* g,
+                                   float mean, float rstd, std::int64_t C) {
+  float mdn = 0, mdnx = 0;
+  for (std::int64_t i = 0; i < C; ++i) {
+    const float xhat = (x[i] - mean) * rstd, dn = dy[i] * g[i];
+    mdn += dn;
+    mdnx += dn * xhat;
+  }
+  mdn /= static_cast<float>(C);
+  mdnx /= static_cast<float>(C);
+  for (std::int64_t i = 0; i < C; ++i) {
+    const float xhat = (x[i] - mean) * rstd, dn = dy[i] * g[i];
+    dx[i] += rstd * (dn - mdn - xhat * mdnx);
+    dg[i] += dy[i] * xhat;
+    db[i] += dy[i];
+  }
+}
+
+/// out = x W + b for one row; W (in, out) row-major.
+inline void linear_row(float* out, const float* x, const float* W, const float* b, std::int64_t in, std::int64_t n) {
+  for (std::int64_t o = 0; o < n; ++o) out[o] = b[o];
+  for (std::int64_t i = 0; i < in; ++i) {
+    const float xi = x[i];
+    const float* w = W + i * n;
+    for (std::int64_t o = 0; o < n; ++o) out[o] += xi * w[o];
+  }
+}
+
+/// dx += dy W^T, dW += x^T dy, db += dy for one row.
+inline void linear_row_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,
+                                std::int64_t in, std::int64_t n) {
+  for (std::int64_t o = 0; o < n; ++o) db[o] += dy[o];
+  for (std::int64_t i = 0; i < in; ++i) {
+    const float* w = W + i * n;
+    float* dw = dW + i * n;
+    const float xi = x[i];
+    float acc = 0;
+    for (std::int64_t o = 0; o < n; ++o) {
+      acc += dy[o] * w[o];
+      dw[o] += xi * dy[o];
+    }
+    dx[i] += acc;
+  }
+}
+
+inline constexpr float gelu_k = 0.7978845608028654f;  // sqrt(2 / pi)
+
+inline float gelu(float x) noexcept {
+  const float u = gelu_k * (x + 0.044715f * x * x * x);
+  return 0.5f * x * (1.0f + std::tanh(u));
+}
+inline float gelu_grad(float x) noexcept {
+  const float u = gelu_k * (x + 0.044715f * x * x * x);
+  const float th = std::tanh(u);
+  return 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * gelu_k * (1.0f + 3.0f * 0.044715f * x * x);
+}
+
+/// One head of causal attention for query position t: keys/values of positions 0..t at k + s*stride and
+/// v + s*stride. Writes the probabilities p[0..t] and y[0..hd). Shared by the batch forward and the KV-cache
+/// decoder so that both give the same bits.
+inline void attend(float* y, float* p, const float* q, const float* k, const float* v, std::int64_t stride,
+                   std::int64_t t, std::int64_t hd, float scale) {
+  float mx = -INFINITY;
+  for (std::int64_t s = 0; s <= t; ++s) {
+    float d = 0;
+    for (std::int64_t i = 0; i < hd; ++i) d += q[i] * k[s * stride + i];
+    p[s] = d * scale;
+    mx = std::max(mx, p[s]);
+  }
+  float sum = 0;
+  for (std::int64_t s = 0; s <= t; ++s) {
+    p[s] = std::exp(p[s] - mx);
+    sum += p[s];
+  }
+  const float inv = 1.0f / sum;
+  for (std::int64_t s = 0; s <= t; ++s) p[s] *= inv;
+  for (std::int64_t i = 0; i < hd; ++i) y[i] = 0;
+  for (std::int64_t s = 0; s <= t; ++s)
+    for (std::int64_t i = 0; i < hd; ++i) y[i] += p[s] * v[s * stride + i];
+}
+
+inline std::uint64_t fnv1a(const unsigned char* p, std::size_t n) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (std::size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}
+
+}  // namespace tf_detail
+
+template <bulk_backend Backend = host>
+class transformer_lm {
+ public:
+  /// One named parameter tensor: a slice [offset, offset + size) of parameters() / gradients().
+  struct parameter_info {
+    std::string name;
+    std::int64_t offset = 0, size = 0;
+    bool decay = false;
+  };
+
+ private:
+  struct layer_params {
+    std::int64_t ln1_g, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_g, ln2_b, fc_w, fc_b, fc2_w, fc2_b;
+  };
+  struct layer_acts {
+    std::vector<float> ln1, ln1_mean, ln1_rstd, qkv, att, atty, res1, ln2, ln2_mean, ln2_rstd, fch, fch_gelu, res2;
+  };
+  struct row_acts {
+    std::int64_t n = 0;
+    std::vector<float> x0;
+    std::vector<layer_acts> layers;
+    std::vector<float> lnf, lnf_mean, lnf_rstd;
+  };
+
+ public:
+  /// What train_forward computed: logits, per-token outputs and every activation, kept alive until backward.
+  class forward_handle {
+   public:
+    tensor_view<const float, 2> logp() const noexcept { return state_->logp.view(); }
+    tensor_view<const float, 2> entropy() const noexcept { return state_->entropy.view(); }
+
+   private:
+    friend class transformer_lm;
+    struct state {
+      tensor<std::int32_t, 2> tokens;
+      tensor<std::uint8_t, 2> mask;
+      tensor<float, 3> logits;
+      tensor<float, 2> logp, entropy;
+      tensor<float, 3> saved;
+      std::vector<row_acts> rows;
+      float temperature = 1.0f;
+    };
+    std::shared_ptr<state> state_;
+  };
+
+  /// Builds the model for `config` (every field checked) with weights drawn deterministically from `seed`.
+  explicit transformer_lm(const transformer_config& config, Backend backend = Backend{}, std::uint64_t seed = 0,
+                          const transformer_options& options = {})
+      : backend_(std::move(backend)), cfg_(config), opt_(options) {
+    constexpr std::string_view call = "cai::models::transformer_lm";
+    validate_config(cfg_, call);
+    if (!(opt_.init_std >= 0.0f) || !std::isfinite(opt_.init_std)) detail::fail_argument(call, "options.init_std", "a finite value >= 0", opt_.init_std);
+    if (!(opt_.weight_decay >= 0.0f) || !std::isfinite(opt_.weight_decay)) detail::fail_argument(call, "options.weight_decay", "a finite value >= 0", opt_.weight_decay);
+    if (!(opt_.max_grad_norm >= 0.0f) || !std::isfinite(opt_.max_grad_norm)) detail::fail_argument(call, "options.max_grad_norm", "a finite value >= 0 (0 disables clipping)", opt_.max_grad_norm);
+    if (!(opt_.beta1 >= 0.0f && opt_.beta1 < 1.0f)) detail::fail_argument(call, "options.beta1", "a value in [0, 1)", opt_.beta1);
+    if (!(opt_.beta2 >= 0.0f && opt_.beta2 < 1.0f)) detail::fail_argument(call, "options.beta2", "a value in [0, 1)", opt_.beta2);
+    if (!(opt_.eps > 0.0f) || !std::isfinite(opt_.eps)) detail::fail_argument(call, "options.eps", "a finite value > 0", opt_.eps);
+    build_table();
+    init_weights(seed);
+  }
+
+  std::int64_t vocab_size() const noexcept { return cfg_.vocab; }
+  const transformer_config& config() const noexcept { return cfg_; }
+  const transformer_options& options() const noexcept { return opt_; }
+  std::int64_t parameter_count() const noexcept { return static_cast<std::int64_t>(params_.size()); }
+  std::span<float> parameters() noexcept { return params_; }
+  std::span<const float> parameters() const noexcept { return params_; }
+  std::span<const float> gradients() const noexcept { return grads_; }
+  const std::vector<parameter_info>& parameter_table() const noexcept { return table_; }
+  float last_grad_norm() const noexcept { return last_norm_; }
+  std::int64_t steps_taken() const noexcept { return step_; }
+
+  /// Logits (B, T, V) of a batch: logits[b, t] predicts tokens[b, t + 1]; positions after a row's last real token
+  /// are 0.
+  tensor<float, 3> logits(const token_batch& batch) const {
+    auto st = run_forward(batch, {}, false);
+    return std::move(st->logits);
+  }
+
+  /// Per-token log-probs (B, T) of `batch` at `temperature` (position 0 and unscored positions get 0).
+  void log_probs(const token_batch& batch, tensor_view<float, 2> out, float temperature = 1.0f) const {
+    if (out.extents() != batch.tokens.extents())
+      detail::fail_argument<shape_error>("cai::models::transformer_lm::log_probs", "out", "the shape of batch.tokens",
+                                         detail::concat(out.extent(0), "x", out.extent(1)));
+    auto st = run_forward(batch, forward_request{.entropy = false, .temperature = temperature}, true);
+    for (std::int64_t b = 0; b < out.extent(0); ++b)
+      for (std::int64_t t = 0; t < out.extent(1); ++t) out(b, t) = st->logp(b, t);
+  }
+
+  forward_handle train_forward(const token_batch& batch, const forward_request& req) {
+    forward_handle h;
+    h.state_ = run_forward(batch, req, true);
+    return h;
+  }
+
+  /// Accumulates the exact parameter gradients of L given dL/dlogp (and dL/dentropy when given).
+  void backward(forward_handle&& h, const per_token_grads& g) {
+    constexpr std::string_view call = "cai::models::transformer_lm::backward";
+    if (!h.state_) detail::fail_argument(call, "handle", "a live forward handle", "a moved-from handle");
+    auto st = std::move(h.state_);
+    const std::int64_t B = st->tokens.extent(0), T = st->tokens.extent(1), V = cfg_.vocab;
+    tensor<float, 3> dlogits({B, T, V});
+    token_logprobs_backward(backend_, st->logits, st->tokens, st->mask,
+                            logprob_grads<2>{.dlogp = g.dlogp, .dentropy = g.dentropy, .saved = st->saved.view()},
+                            dlogits.view(), {.temperature = st->temperature});
+    const auto P = parameter_count();
+    std::vector<float> row_grads(static_cast<std::size_t>(B * P), 0.0f);
+    parallel_for(backend_, B, 1, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t b = lo; b < hi; ++b)
+        backward_row(st->rows[b], &st->tokens(b, 0), &dlogits.view()(b, 0, 0), row_grads.data() + b * P);
+    });
+    // Rows are summed in row order whatever the thread count (same bits on every bulk backend).
+    parallel_for(backend_, P, 4096, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t b = 0; b < B; ++b) {
+        const float* src = row_grads.data() + b * P;
+        for (std::int64_t i = lo; i < hi; ++i) grads_[i] += src[i];
+      }
+    });
+  }
+
+  void zero_grad() noexcept { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+
+  /// One AdamW step with global-norm clipping (see the header comment); returns the pre-clip gradient norm.
+  float step(double learning_rate) {
+    if (!(learning_rate >= 0.0) || !std::isfinite(learning_rate))
+      detail::fail_argument("cai::models::transformer_lm::step", "learning_rate", "a finite value >= 0", learning_rate);
+    const auto lr = static_cast<float>(learning_rate);
+    const auto P = parameter_count();
+    const float sq = chunked_reduce(
+        backend_, P, 4096, 0.0f,
+        [&](std::int64_t lo, std::int64_t hi) {
+          float s = 0;
+          for (std::int64_t i = lo; i < hi; ++i) s += grads_[i] * grads_[i];
+          return s;
+        },
+        [](float a, float c) { return a + c; });
+    last_norm_ = std::sqrt(sq);
+    float scale = 1.0f;
+    if (opt_.max_grad_norm > 0.0f && last_norm_ > opt_.max_grad_norm) scale = opt_.max_grad_norm / last_norm_;
+    ++step_;
+    const float b1 = opt_.beta1, b2 = opt_.beta2, eps = opt_.eps, wd = opt_.weight_decay;
+    const float c1 = 1.0f - std::pow(b1, static_cast<float>(step_)), c2 = 1.0f - std::pow(b2, static_cast<float>(step_));
+    for (const auto& pi : table_) {
+      const float decay = pi.decay ? wd : 0.0f;
+      parallel_for(backend_, pi.size, 4096, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t j = pi.offset + lo; j < pi.offset + hi; ++j) {
+          const float gj = grads_[j] * scale;
+          m_[j] = b1 * m_[j] + (1.0f - b1) * gj;
+          v_[j] = b2 * v_[j] + (1.0f - b2) * gj * gj;
+          const float mhat = m_[j] / c1, vhat = v_[j] / c2;
+          params_[j] -= lr * (mhat / (std::sqrt(vhat) + eps) + decay * params_[j]);
+        }
+      });
+    }
+    return last_norm_;
+  }
+
+  /// Samples up to max_new_tokens after each prompt row (right-padded; mask marks real tokens) with a KV cache:
+  /// each position is computed once. Stops a row at eos_id when given (>= 0). temperature scales the logits; top_k
+  /// and top_p restrict the draw; the behaviour log-probs are those of the sampled tokens under the unrestricted
+  /// distribution at the sampling temperature, i.e. equal to log_probs(..., temperature). Row b draws from
+  /// rng_stream(derive_seed(seed, b)). Needs prompt length + max_new_tokens <= max_seq.
+  sample_batch sample(const token_batch& prompts, const sampling_params& sp, std::int32_t eos_id = -1) const {
+    constexpr std::string_view call = "cai::models::transformer_lm::sample";
+    if (!(sp.temperature > 0.0f) || !std::isfinite(sp.temperature)) detail::fail_argument(call, "temperature", "a finite value > 0", sp.temperature);
+    if (sp.max_new_tokens < 0) detail::fail_argument(call, "max_new_tokens", "a value >= 0", sp.max_new_tokens);
+    if (sp.top_k < 0) detail::fail_argument(call, "top_k", "a value >= 0", sp.top_k);
+    if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f)) detail::fail_argument(call, "top_p", "a value in (0, 1]", sp.top_p);
+    check_batch(prompts, call);
+    const std::int64_t B = prompts.tokens.extent(0), Tp = prompts.tokens.extent(1);
+    const std::int64_t T = Tp + sp.max_new_tokens;
+    sample_batch out;
+    out.batch = B;
+    out.length = T;
+    out.tokens.assign(static_cast<std::size_t>(B * T), 0);
+    out.mask.assign(static_cast<std::size_t>(B * T), 0);
+    out.response.assign(static_cast<std::size_t>(B * T), 0);
+    out.logp.assign(static_cast<std::size_t>(B * T), 0.0f);
+    for (std::int64_t b = 0; b < B; ++b) {
+      std::int64_t len = 0;
+      for (std::int64_t t = 0; t < Tp; ++t)
+        if (prompts.mask(b, t)) {
+          out.tokens[b * T + len] = prompts.tokens(b, t);
+          out.mask[b * T + len] = 1;
+          ++len;
+        }
+      if (len == 0) detail::fail_argument(call, "prompts", "at least one real token per row", detail::concat("an empty row ", b));
+      if (len + sp.max_new_tokens > cfg_.max_seq)
+        detail::fail_argument(call, "max_new_tokens", detail::concat("prompt length + max_new_tokens <= max_seq = ", cfg_.max_seq),
+                              detail::concat(len, " + ", sp.max_new_tokens, " in row ", b));
+    }
+    parallel_for(backend_, B, 1, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t b = lo; b < hi; ++b) sample_row(out, b, T, sp, eos_id);
+    });
+    return out;
+  }
+
+  /// Writes the model to `path` (format in the header comment). Throws cai::error when the file cannot be written.
+  void save(const std::string& path) const {
+    std::vector<unsigned char> buf;
+    auto put = [&](const void* p, std::size_t n) {
+      const auto* c = static_cast<const unsigned char*>(p);
+      buf.insert(buf.end(), c, c + n);
+    };
+    put(magic, 8);
+    put(&version, 4);
+    for (std::int64_t f : config_fields(cfg_)) put(&f, 8);
+    const auto count = static_cast<std::uint64_t>(params_.size());
+    put(&count, 8);
+    put(params_.data(), params_.size() * sizeof(float));
+    const std::uint64_t sum = tf_detail::fnv1a(buf.data(), buf.size());
+    put(&sum, 8);
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    if (!f) detail::fail("cai::models::transformer_lm::save", detail::concat("cannot open '", path, "' for writing"));
+    f.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
+    if (!f) detail::fail("cai::models::transformer_lm::save", detail::concat("cannot write '", path, "'"));
+  }
+
+  /// Reads parameters saved by save() into this model, whose config must equal the file's. Throws
+  /// cai::parse_error naming the problem (truncated, bad magic, unsupported version, config mismatch, checksum
+  /// mismatch, trailing bytes); the model is unchanged on failure. Adam state and step count are reset.
+  void load(const std::string& path) {
+    constexpr std::string_view call = "cai::models::transformer_lm::load";
+    std::ifstream f(path, std::ios::binary);
+    if (!f) detail::fail(call, detail::concat("cannot open '", path, "'"));
+    const std::vector<unsigned char> buf((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const std::size_t header = 8 + 4 + 6 * 8 + 8;
+    auto bad = [&](const std::string& what) { detail::fail<parse_error>(call, detail::concat("'", path, "': ", what)); };
+    if (buf.size() < header) bad(detail::concat("truncated file (", buf.size(), " bytes, the header alone is ", header, ")"));
+    if (std::memcmp(buf.data(), magic, 8) != 0) bad("bad magic (not a cai transformer_lm file)");
+    std::uint32_t ver = 0;
+    std::memcpy(&ver, buf.data() + 8, 4);
+    if (ver != version) bad(detail::concat("unsupported version ", ver, " (this build reads version ", version, ")"));
+    static constexpr std::array<const char*, 6> names{"vocab", "d_model", "n_heads", "n_layers", "d_ff", "max_seq"};
+    const auto mine = config_fields(cfg_);
+    for (std::size_t i = 0; i < 6; ++i) {
+      std::int64_t v = 0;
+      std::memcpy(&v, buf.data() + 12 + 8 * i, 8);
+      if (v != mine[i]) bad(detail::concat("config mismatch: ", names[i], " is ", v, " in the file, ", mine[i], " in this model"));
+    }
+    std::uint64_t count = 0;
+    std::memcpy(&count, buf.data() + 60, 8);
+    if (count != params_.size()) bad(detail::concat("config mismatch: parameter count ", count, " in the file, ", params_.size(), " in this model"));
+    const std::size_t total = header + params_.size() * sizeof(float) + 8;
+    if (buf.size() < total) bad(detail::concat("truncated file (", buf.size(), " bytes, expected ", total, ")"));
+    if (buf.size() > total) bad(detail::concat("trailing bytes (", buf.size(), " bytes, expected ", total, ")"));
+    std::uint64_t sum = 0;
+    std::memcpy(&sum, buf.data() + total - 8, 8);
+    if (sum != tf_detail::fnv1a(buf.data(), total - 8)) bad("checksum mismatch (corrupted file)");
+    std::memcpy(params_.data(), buf.data() + header, params_.size() * sizeof(float));
+    std::fill(m_.begin(), m_.end(), 0.0f);
+    std::fill(v_.begin(), v_.end(), 0.0f);
+    step_ = 0;
+  }
+
+ private:
+  static constexpr char magic[9] = "CAITFLM1";
+  static constexpr std::uint32_t version = 1;
+
+  static std::array<std::int64_t, 6> config_fields(const transformer_config& c) {
+    return {c.vocab, c.d_model, c.n_heads, c.n_layers, c.d_ff, c.max_seq};
+  }
+
+  static void validate_config(const transformer_config& c, std::string_view call) {
+    if (c.vocab < 2) detail::fail_argument(call, "config.vocab", "a vocabulary of at least 2", c.vocab);
+    if (c.d_model < 1) detail::fail_argument(call, "config.d_model", "a value >= 1", c.d_model);
+    if (c.n_heads < 1 || c.d_model % c.n_heads != 0)
+      detail::fail_argument(call, "config.n_heads", detail::concat("a divisor of d_model = ", c.d_model), c.n_heads);
+    if (c.n_layers < 1) detail::fail_argument(call, "config.n_layers", "a value >= 1", c.n_layers);
+    if (c.d_ff < 1) detail::fail_argument(call, "config.d_ff", "a value >= 1", c.d_ff);
+    if (c.max_seq < 1) detail::fail_argument(call, "config.max_seq", "a value >= 1", c.max_seq);
+    const std::int64_t limit = std::int64_t{1} << 24;
+    for (auto [name, v] : {std::pair{"config.vocab", c.vocab}, std::pair{"config.d_model", c.d_model},
+                           std::pair{"config.n_layers", c.n_layers}, std::pair{"config.d_ff", c.d_ff},
+                           std::pair{"config.max_seq", c.max_seq}})
+      if (v > limit) detail::fail_argument(call, name, detail::concat("a value <= ", limit), v);
+  }
+
+  std::int64_t add(const std::string& name, std::int64_t size, bool decay) {
+    const std::int64_t off = total_;
+    table_.push_back({name, off, size, decay});
+    total_ += size;
+    return off;
+  }
+
+  void build_table() {
+    const std::int64_t V = cfg_.vocab, C = cfg_.d_model, F = cfg_.d_ff, S = cfg_.max_seq;
+    wte_ = add("wte", V * C, false);
+    wpe_ = add("wpe", S * C, false);
+    for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
+      const std::string p = detail::concat("layer", l, ".");
+      layer_params lp{};
+      lp.ln1_g = add(p + "ln1_g", C, false);
+      lp.ln1_b = add(p + "ln1_b", C, false);
+      lp.qkv_w = add(p + "qkv_w", C * 3 * C, true);
+      lp.qkv_b = add(p + "qkv_b", 3 * C, false);
+      lp.proj_w = add(p + "proj_w", C * C, true);
+      lp.proj_b = add(p + "proj_b", C, false);
+      lp.ln2_g = add(p + "ln2_g", C, false);
+      lp.ln2_b = add(p + "ln2_b", C, false);
+      lp.fc_w = add(p + "fc_w", C * F, true);
+      lp.fc_b = add(p + "fc_b", F, false);
+      lp.fc2_w = add(p + "fc2_w", F * C, true);
+      lp.fc2_b = add(p + "fc2_b", C, false);
+      layers_.push_back(lp);
+    }
+    lnf_g_ = add("lnf_g", C, false);
+    lnf_b_ = add("lnf_b", C, false);
+    head_w_ = add("head_w", C * V, true);
+    head_b_ = add("head_b", V, false);
+    params_.assign(static_cast<std::size_t>(total_), 0.0f);
+    grads_ = m_ = v_ = params_;
+  }
+
+  void init_weights(std::uint64_t seed) {
+    const float resid = opt_.init_std / std::sqrt(2.0f * static_cast<float>(cfg_.n_layers));
+    for (std::size_t k = 0; k < table_.size(); ++k) {
+      const auto& pi = table_[k];
+      const bool gain = pi.name.ends_with("_g"), bias = pi.name.ends_with("_b");
+      const bool residual_out = pi.name.ends_with("proj_w") || pi.name.ends_with("fc2_w");
+      const float sd = residual_out ? resid : opt_.init_std;
+      rng_stream r(seed, k);
+      for (std::int64_t i = 0; i < pi.size; ++i) {
+        float& x = params_[pi.offset + i];
+        if (gain) x = 1.0f;
+        else if (bias) x = 0.0f;
+        else {
+          // Box-Muller from two uniforms (deterministic for the seed and the tensor's index).
+          const double u1 = 1.0 - r.uniform_double(), u2 = r.uniform_double();
+          x = static_cast<float>(sd * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+        }
+      }
+    }
+  }
+
+  void check_batch(const token_batch& batch, std::string_view call) const {
+    if (batch.mask.extents() != batch.tokens.extents())
+      detail::fail_argument<shape_error>(call, "batch.mask", "the shape of batch.tokens",
+                                         detail::concat(batch.mask.extent(0), "x", batch.mask.extent(1)));
+    if (!batch.loss_mask.empty() && batch.loss_mask.extents() != batch.tokens.extents())
+      detail::fail_argument<shape_error>(call, "batch.loss_mask", "the shape of batch.tokens",
+                                         detail::concat(batch.loss_mask.extent(0), "x", batch.loss_mask.extent(1)));
+    for (std::int64_t b = 0; b < batch.tokens.extent(0); ++b)
+      for (std::int64_t t = 0; t < batch.tokens.extent(1); ++t)
+        if (batch.mask(b, t)) {
+          if (batch.tokens(b, t) < 0 || batch.tokens(b, t) >= cfg_.vocab)
+            detail::fail_argument(call, "batch.tokens", detail::concat("ids in [0, ", cfg_.vocab, ")"),
+                                  detail::concat(batch.tokens(b, t), " at ", b, ",", t));
+          if (t >= cfg_.max_seq)
+            detail::fail_argument(call, "batch.tokens", detail::concat("rows of at most max_seq = ", cfg_.max_seq, " tokens"),
+                                  detail::concat("a real token at position ", t, " of row ", b));
+        }
+  }
+
+  std::shared_ptr<typename forward_handle::state> run_forward(const token_batch& batch, const forward_request& req,
+                                                              bool outputs) const {
+    check_batch(batch, "cai::models::transformer_lm::forward");
+    const std::int64_t B = batch.tokens.extent(0), T = batch.tokens.extent(1), V = cfg_.vocab;
+    auto st = std::make_shared<typename forward_handle::state>();
+    st->tokens = tensor<std::int32_t, 2>({B, T});
+    st->mask = tensor<std::uint8_t, 2>({B, T});
+    st->rows.resize(static_cast<std::size_t>(B));
+    const auto scored = batch.loss_mask.empty() ? batch.mask : batch.loss_mask;
+    for (std::int64_t b = 0; b < B; ++b) {
+      std::int64_t n = 0;
+      for (std::int64_t t = 0; t < T; ++t) {
+        st->tokens(b, t) = batch.mask(b, t) ? batch.tokens(b, t) : 0;
+        st->mask(b, t) = static_cast<std::uint8_t>(batch.mask(b, t) && scored(b, t) ? 1 : 0);
+        if (batch.mask(b, t)) n = t + 1;
+      }
+      st->rows[b].n = n;
+    }
+    st->logits = tensor<float, 3>({B, T, V});
+    auto lg = st->logits.view();
+    parallel_for(backend_, B, 1, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t b = lo; b < hi; ++b)
+        forward_row(st->rows[b], &st->tokens(b, 0), st->rows[b].n == 0 ? nullptr : &lg(b, 0, 0));
+    });
+    if (!outputs) return st;
+    st->logp = tensor<float, 2>({B, T});
+    st->entropy = tensor<float, 2>(req.entropy ? std::array<std::int64_t, 2>{B, T} : std::array<std::int64_t, 2>{0, 0});
+    st->saved = tensor<float, 3>({B, T, 3});
+    st->temperature = req.temperature;
+    token_logprobs(backend_, st->logits, st->tokens, st->mask,
+                   logprob_outputs<2>{.logp = st->logp.view(), .entropy = st->entropy.view(), .saved = st->saved.view()},
+                   {.temperature = req.temperature});
+    return st;
+  }
+
+  const float* P(std::int64_t off) const noexcept { return params_.data() + off; }
+
+  /// Forward of one row over its n positions, saving every activation the backward needs.
+  void forward_row(row_acts& a, const std::int32_t* tok, float* logits) const {
+    const std::int64_t n = a.n, C = cfg_.d_model, F = cfg_.d_ff, H = cfg_.n_heads, hd = C / H, V = cfg_.vocab;
+    if (n == 0) return;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    a.x0.assign(static_cast<std::size_t>(n * C), 0.0f);
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t i = 0; i < C; ++i) a.x0[t * C + i] = P(wte_)[tok[t] * C + i] + P(wpe_)[t * C + i];
+    a.layers.resize(static_cast<std::size_t>(cfg_.n_layers));
+    const float* x = a.x0.data();
+    for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
+      const auto& lp = layers_[l];
+      auto& la = a.layers[l];
+      auto sz = [](std::vector<float>& v, std::int64_t k) { v.assign(static_cast<std::size_t>(k), 0.0f); };
+      sz(la.ln1, n * C), sz(la.ln1_mean, n), sz(la.ln1_rstd, n), sz(la.qkv, n * 3 * C), sz(la.att, H * n * n),
+          sz(la.atty, n * C), sz(la.res1, n * C), sz(la.ln2, n * C), sz(la.ln2_mean, n), sz(la.ln2_rstd, n),
+          sz(la.fch, n * F), sz(la.fch_gelu, n * F), sz(la.res2, n * C);
+      for (std::int64_t t = 0; t < n; ++t) {
+        tf_detail::layernorm_row(&la.ln1[t * C], &la.ln1_mean[t], &la.ln1_rstd[t], x + t * C, P(lp.ln1_g), P(lp.ln1_b), C);
+        tf_detail::linear_row(&la.qkv[t * 3 * C], &la.ln1[t * C], P(lp.qkv_w), P(lp.qkv_b), C, 3 * C);
+      }
+      for (std::int64_t t = 0; t < n; ++t) {
+        for (std::int64_t h = 0; h < H; ++h)
+          tf_detail::attend(&la.atty[t * C + h * hd], &la.att[(h * n + t) * n], &la.qkv[t * 3 * C + h * hd],
+                             &la.qkv[C + h * hd], &la.qkv[2 * C + h * hd], 3 * C, t, hd, scale);
+        float* r1 = &la.res1[t * C];
+        tf_detail::linear_row(r1, &la.atty[t * C], P(lp.proj_w), P(lp.proj_b), C, C);
+        for (std::int64_t i = 0; i < C; ++i) r1[i] += x[t * C + i];
+        tf_detail::layernorm_row(&la.ln2[t * C], &la.ln2_mean[t], &la.ln2_rstd[t], r1, P(lp.ln2_g), P(lp.ln2_b), C);
+        tf_detail::linear_row(&la.fch[t * F], &la.ln2[t * C], P(lp.fc_w), P(lp.fc_b), C, F);
+        for (std::int64_t j = 0; j < F; ++j) la.fch_gelu[t * F + j] = tf_detail::gelu(la.fch[t * F + j]);
+        float* r2 = &la.res2[t * C];
+        tf_detail::linear_row(r2, &la.fch_gelu[t * F], P(lp.fc2_w), P(lp.fc2_b), F, C);
+        for (std::int64_t i = 0; i < C; ++i) r2[i] += r1[i];
+      }
+      x = la.res2.data();
+    }
+    a.lnf.assign(static_cast<std::size_t>(n * C), 0.0f);
+    a.lnf_mean.assign(static_cast<std::size_t>(n), 0.0f);
+    a.lnf_rstd.assign(static_cast<std::size_t>(n), 0.0f);
+    for (std::int64_t t = 0; t < n; ++t) {
+      tf_detail::layernorm_row(&a.lnf[t * C], &a.lnf_mean[t], &a.lnf_rstd[t], x + t * C, P(lnf_g_), P(lnf_b_), C);
+      tf_detail::linear_row(logits + t * V, &a.lnf[t * C], P(head_w_), P(head_b_), C, V);
+    }
+  }
+
+  /// Backward of one row: dlogits (T, V) -> parameter gradients written into g (parameter_count() floats).
+  void backward_row(const row_acts& a, const std::int32_t* tok, const float* dlogits, float* g) const {
+    const std::int64_t n = a.n, C = cfg_.d_model, F = cfg_.d_ff, H = cfg_.n_heads, hd = C / H, V = cfg_.vocab;
+    if (n == 0) return;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const auto L = cfg_.n_layers;
+    const float* xlast = L > 0 ? a.layers[L - 1].res2.data() : a.x0.data();
+    std::vector<float> dx(static_cast<std::size_t>(n * C), 0.0f), dln(static_cast<std::size_t>(n * C), 0.0f);
+    for (std::int64_t t = 0; t < n; ++t) {
+      tf_detail::linear_row_backward(&dln[t * C], g + head_w_, g + head_b_, dlogits + t * V, &a.lnf[t * C], P(head_w_), C, V);
+      tf_detail::layernorm_row_backward(&dx[t * C], g + lnf_g_, g + lnf_b_, &dln[t * C], xlast + t * C, P(lnf_g_),
+                                         a.lnf_mean[t], a.lnf_rstd[t], C);
+    }
+    std::vector<float> dres1(static_cast<std::size_t>(n * C)), dfch(static_cast<std::size_t>(n * F)),
+        datty(static_cast<std::size_t>(n * C)), dqkv(static_cast<std::size_t>(n * 3 * C)), dxin(static_cast<std::size_t>(n * C)),
+        dp(static_cast<std::size_t>(n));
+    for (std::int64_t l = L - 1; l >= 0; --l) {
+      const auto& lp = layers_[l];
+      const auto& la = a.layers[l];
+      const float* xin = l > 0 ? a.layers[l - 1].res2.data() : a.x0.data();
+      // res2 = res1 + GELU(LN2(res1) Wfc + bfc) Wfc2 + bfc2, with dx = dL/dres2.
+      dres1 = dx;
+      std::fill(dfch.begin(), dfch.end(), 0.0f);
+      std::fill(dln.begin(), dln.end(), 0.0f);
+      for (std::int64_t t = 0; t < n; ++t) {
+        tf_detail::linear_row_backward(&dfch[t * F], g + lp.fc2_w, g + lp.fc2_b, &dx[t * C], &la.fch_gelu[t * F], P(lp.fc2_w), F, C);
+        for (std::int64_t j = 0; j < F; ++j) dfch[t * F + j] *= tf_detail::gelu_grad(la.fch[t * F + j]);
+        tf_detail::linear_row_backward(&dln[t * C], g + lp.fc_w, g + lp.fc_b, &dfch[t * F], &la.ln2[t * C], P(lp.fc_w), C, F);
+        tf_detail::layernorm_row_backward(&dres1[t * C], g + lp.ln2_g, g + lp.ln2_b, &dln[t * C], &la.res1[t * C], P(lp.ln2_g),
+                                           la.ln2_mean[t], la.ln2_rstd[t], C);
+      }
+      // res1 = xin + attention(LN1(xin)) Wo + bo.
+      dxin = dres1;
+      std::fill(datty.begin(), datty.end(), 0.0f);
+      std::fill(dqkv.begin(), dqkv.end(), 0.0f);
+      std::fill(dln.begin(), dln.end(), 0.0f);
+      for (std::int64_t t = 0; t < n; ++t)
+        tf_detail::linear_row_backward(&datty[t * C], g + lp.proj_w, g + lp.proj_b, &dres1[t * C], &la.atty[t * C], P(lp.proj_w), C, C);
+      for (std::int64_t h = 0; h < H; ++h)
+        for (std::int64_t t = 0; t < n; ++t) {
+          const float* p = &la.att[(h * n + t) * n];
+          const float* dy = &datty[t * C + h * hd];
+          const float* q = &la.qkv[t * 3 * C + h * hd];
+          float* dq = &dqkv[t * 3 * C + h * hd];
+          float pdp = 0;
+          for (std::int64_t s = 0; s <= t; ++s) {
+            const float* v = &la.qkv[s * 3 * C + 2 * C + h * hd];
+            float* dv = &dqkv[s * 3 * C + 2 * C + h * hd];
+            float d = 0;
+            for (std::int64_t i = 0; i < hd; ++i) {
+              d += dy[i] * v[i];
+              dv[i] += p[s] * dy[i];
+            }
+            dp[s] = d;
+            pdp += p[s] * d;
+          }
+          for (std::int64_t s = 0; s <= t; ++s) {
+            const float dz = p[s] * (dp[s] - pdp) * scale;
+            const float* k = &la.qkv[s * 3 * C + C + h * hd];
+            float* dk = &dqkv[s * 3 * C + C + h * hd];
+            for (std::int64_t i = 0; i < hd; ++i) {
+              dq[i] += dz * k[i];
+              dk[i] += dz * q[i];
+            }
+          }
+        }
+      for (std::int64_t t = 0; t < n; ++t) {
+        tf_detail::linear_row_backward(&dln[t * C], g + lp.qkv_w, g + lp.qkv_b, &dqkv[t * 3 * C], &la.ln1[t * C], P(lp.qkv_w), C, 3 * C);
+        tf_detail::layernorm_row_backward(&dxin[t * C], g + lp.ln1_g, g + lp.ln1_b, &dln[t * C], xin + t * C, P(lp.ln1_g),
+                                           la.ln1_mean[t], la.ln1_rstd[t], C);
+      }
+      dx.swap(dxin);
+    }
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t i = 0; i < C; ++i) {
+        g[wte_ + tok[t] * C + i] += dx[t * C + i];
+        g[wpe_ + t * C + i] += dx[t * C + i];
+      }
+  }
+
+  /// The KV cache of one row: keys and values (max_seq, C) per layer.
+  struct kv_cache {
+    std::vector<std::vector<float>> k, v;
+  };
+
+  /// Computes position t of a row from its token and the cache of positions < t (appending this position's keys
+  /// and values), writing the logits (V). The arithmetic is that of forward_row, position for position.
+  void decode(kv_cache& kv, std::int64_t t, std::int32_t token, float* logits) const {
+    const std::int64_t C = cfg_.d_model, F = cfg_.d_ff, H = cfg_.n_heads, hd = C / H, V = cfg_.vocab;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    std::vector<float> x(static_cast<std::size_t>(C)), ln(static_cast<std::size_t>(C)), qkv(static_cast<std::size_t>(3 * C)),
+        y(static_cast<std::size_t>(C)), r1(static_cast<std::size_t>(C)), fch(static_cast<std::size_t>(F)),
+        r2(static_cast<std::size_t>(C)), p(static_cast<std::size_t>(t + 1));
+    float mean = 0, rstd = 0;
+    for (std::int64_t i = 0; i < C; ++i) x[i] = P(wte_)[token * C + i] + P(wpe_)[t * C + i];
+    for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
+      const auto& lp = layers_[l];
+      tf_detail::layernorm_row(ln.data(), &mean, &rstd, x.data(), P(lp.ln1_g), P(lp.ln1_b), C);
+      tf_detail::linear_row(qkv.data(), ln.data(), P(lp.qkv_w), P(lp.qkv_b), C, 3 * C);
+      std::copy(qkv.begin() + C, qkv.begin() + 2 * C, kv.k[l].begin() + t * C);
+      std::copy(qkv.begin() + 2 * C, qkv.end(), kv.v[l].begin() + t * C);
+      for (std::int64_t h = 0; h < H; ++h)
+        tf_detail::attend(&y[h * hd], p.data(), &qkv[h * hd], &kv.k[l][h * hd], &kv.v[l][h * hd], C, t, hd, scale);
+      tf_detail::linear_row(r1.data(), y.data(), P(lp.proj_w), P(lp.proj_b), C, C);
+      for (std::int64_t i = 0; i < C; ++i) r1[i] += x[i];
+      tf_detail::layernorm_row(ln.data(), &mean, &rstd, r1.data(), P(lp.ln2_g), P(lp.ln2_b), C);
+      tf_detail::linear_row(fch.data(), ln.data(), P(lp.fc_w), P(lp.fc_b), C, F);
+      for (auto& f : fch) f = tf_detail::gelu(f);
+      tf_detail::linear_row(r2.data(), fch.data(), P(lp.fc2_w), P(lp.fc2_b), F, C);
+      for (std::int64_t i = 0; i < C; ++i) x[i] = r2[i] + r1[i];
+    }
+    tf_detail::layernorm_row(ln.data(), &mean, &rstd, x.data(), P(lnf_g_), P(lnf_b_), C);
+    tf_detail::linear_row(logits, ln.data(), P(head_w_), P(head_b_), C, V);
+  }
+
+  void sample_row(sample_batch& out, std::int64_t b, std::int64_t T, const sampling_params& sp, std::int32_t eos_id) const {
+    const std::int64_t C = cfg_.d_model, V = cfg_.vocab;
+    std::int64_t len = 0;
+    while (len < T && out.mask[b * T + len]) ++len;
+    kv_cache kv;
+    kv.k.assign(static_cast<std::size_t>(cfg_.n_layers), std::vector<float>(static_cast<std::size_t>(cfg_.max_seq * C)));
+    kv.v = kv.k;
+    std::vector<float> lg(static_cast<std::size_t>(V)), z(static_cast<std::size_t>(V));
+    // Prefill: every prompt position once; the logits of the last one predict the first new token.
+    for (std::int64_t t = 0; t < len; ++t) decode(kv, t, out.tokens[b * T + t], lg.data());
+    rng_stream r(derive_seed(sp.seed, static_cast<std::uint64_t>(b)), 0);
+    for (std::int32_t k = 0; k < sp.max_new_tokens; ++k) {
+      for (std::int64_t j = 0; j < V; ++j) z[j] = lg[j] / sp.temperature;
+      const auto [tok, lp] = draw(z, sp, r);
+      const auto at = static_cast<std::size_t>(b * T + len);
+      out.tokens[at] = tok;
+      out.mask[at] = 1;
+      out.response[at] = 1;
+      out.logp[at] = lp;
+      if (tok == eos_id || k + 1 == sp.max_new_tokens) break;
+      decode(kv, len, tok, lg.data());
+      ++len;
+    }
+  }
+
+  /// Draws one token from softmax(z) restricted by top-k / top-p (the order of cai::models::bigram_lm); returns
+  /// it with its log-prob under the unrestricted distribution (the behaviour log-prob matching log_probs()).
+  static std::pair<std::int32_t, float> draw(const std::vector<float>& z, const sampling_params& sp, rng_stream& r) {
+    const auto V = static_cast<std::int64_t>(z.size());
+    softmax_state<double> st;
+    for (float v : z) st.push(v);
+    const double lse = st.lse();
+    std::vector<std::int32_t> order(static_cast<std::size_t>(V));
+    for (std::int64_t j = 0; j < V; ++j) order[j] = static_cast<std::int32_t>(j);
+    std::int64_t keep = V;
+    if (sp.top_k > 0 || sp.top_p < 1.0f) {
+      std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t c) { return z[a] > z[c]; });
+      if (sp.top_k > 0) keep = std::min<std::int64_t>(keep, sp.top_k);
+      if (sp.top_p < 1.0f) {
+        double mass = 0;
+        std::int64_t k = 0;
+        while (k < keep) {
+          mass += std::exp(z[order[k]] - lse);
+          ++k;
+          if (mass >= sp.top_p) break;
+        }
+        keep = k;
+      }
+    }
+    double total = 0;
+    for (std::int64_t k = 0; k < keep; ++k) total += std::exp(z[order[k]] - lse);
+    double u = r.uniform_double() * total;
+    std::int32_t pick = order[keep - 1];
+    for (std::int64_t k = 0; k < keep; ++k) {
+      u -= std::exp(z[order[k]] - lse);
+      if (u < 0) {
+        pick = order[k];
+        break;
+      }
+    }
+    return {pick, static_cast<float>(z[pick] - lse)};
+  }
+
+  Backend backend_;
+  transformer_config cfg_;
+  transformer_options opt_;
+  std::vector<parameter_info> table_;
+  std::vector<layer_params> layers_;
+  std::int64_t total_ = 0, wte_ = 0, wpe_ = 0, lnf_g_ = 0, lnf_b_ = 0, head_w_ = 0, head_b_ = 0;
+  std::vector<float> params_, grads_, m_, v_;
+  float last_norm_ = 0.0f;
+  std::int64_t step_ = 0;
+};
+
+}  // namespace cai::models
