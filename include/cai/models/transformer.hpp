@@ -49,6 +49,11 @@
 //
 // Template parameter: Backend satisfies cai::bulk_backend (cai::host, cai::threaded_host).
 //
+// Code layout: everything but the vocabulary head lives in tf_detail and is shared with
+// cai::models::transformer_scalar (cai/models/transformer_scalar.hpp): tf_detail::trunk (embeddings, blocks,
+// final LayerNorm: forward to LNf(h), backward from dL/dLNf(h), KV-cached decode) and tf_detail::parameter_store
+// (parameter table, initialisation, per-row gradient reduction, AdamW, the file format under a model's magic).
+//
 //   cai::models::transformer_lm<> lm({.vocab = 257, .d_model = 64, .n_heads = 4, .n_layers = 2, .d_ff = 256,
 //                                     .max_seq = 128}, cai::host{}, /*seed=*/1);
 //   auto h = lm.train_forward(batch, {.entropy = true});
@@ -206,33 +211,434 @@ inline std::uint64_t fnv1a(const unsigned char* p, std::size_t n) noexcept {
   return h;
 }
 
+/// One named parameter tensor: a slice [offset, offset + size) of a model's parameters() / gradients().
+struct parameter_info {
+  std::string name;
+  std::int64_t offset = 0, size = 0;
+  bool decay = false;
+};
+
+struct layer_params {
+  std::int64_t ln1_g, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_g, ln2_b, fc_w, fc_b, fc2_w, fc2_b;
+};
+struct layer_acts {
+  std::vector<float> ln1, ln1_mean, ln1_rstd, qkv, att, atty, res1, ln2, ln2_mean, ln2_rstd, fch, fch_gelu, res2;
+};
+/// Everything one row's trunk forward saved for its backward; lnf (n, C) = LNf(h) is the trunk's output, which a
+/// head (the LM's vocabulary projection, the scalar model's value projection) reads.
+struct row_acts {
+  std::int64_t n = 0;
+  std::vector<float> x0;
+  std::vector<layer_acts> layers;
+  std::vector<float> lnf, lnf_mean, lnf_rstd;
+};
+/// The KV cache of one row: keys and values (max_seq, C) per layer.
+struct kv_cache {
+  std::vector<std::vector<float>> k, v;
+};
+
+inline std::array<std::int64_t, 6> config_fields(const transformer_config& c) {
+  return {c.vocab, c.d_model, c.n_heads, c.n_layers, c.d_ff, c.max_seq};
+}
+
+inline void validate_config(const transformer_config& c, std::string_view call) {
+  if (c.vocab < 2) detail::fail_argument(call, "config.vocab", "a vocabulary of at least 2", c.vocab);
+  if (c.d_model < 1) detail::fail_argument(call, "config.d_model", "a value >= 1", c.d_model);
+  if (c.n_heads < 1 || c.d_model % c.n_heads != 0)
+    detail::fail_argument(call, "config.n_heads", detail::concat("a divisor of d_model = ", c.d_model), c.n_heads);
+  if (c.n_layers < 1) detail::fail_argument(call, "config.n_layers", "a value >= 1", c.n_layers);
+  if (c.d_ff < 1) detail::fail_argument(call, "config.d_ff", "a value >= 1", c.d_ff);
+  if (c.max_seq < 1) detail::fail_argument(call, "config.max_seq", "a value >= 1", c.max_seq);
+  const std::int64_t limit = std::int64_t{1} << 24;
+  for (auto [name, v] : {std::pair{"config.vocab", c.vocab}, std::pair{"config.d_model", c.d_model},
+                         std::pair{"config.n_layers", c.n_layers}, std::pair{"config.d_ff", c.d_ff},
+                         std::pair{"config.max_seq", c.max_seq}})
+    if (v > limit) detail::fail_argument(call, name, detail::concat("a value <= ", limit), v);
+}
+
+inline void validate_options(const transformer_options& o, std::string_view call) {
+  if (!(o.init_std >= 0.0f) || !std::isfinite(o.init_std)) detail::fail_argument(call, "options.init_std", "a finite value >= 0", o.init_std);
+  if (!(o.weight_decay >= 0.0f) || !std::isfinite(o.weight_decay)) detail::fail_argument(call, "options.weight_decay", "a finite value >= 0", o.weight_decay);
+  if (!(o.max_grad_norm >= 0.0f) || !std::isfinite(o.max_grad_norm)) detail::fail_argument(call, "options.max_grad_norm", "a finite value >= 0 (0 disables clipping)", o.max_grad_norm);
+  if (!(o.beta1 >= 0.0f && o.beta1 < 1.0f)) detail::fail_argument(call, "options.beta1", "a value in [0, 1)", o.beta1);
+  if (!(o.beta2 >= 0.0f && o.beta2 < 1.0f)) detail::fail_argument(call, "options.beta2", "a value in [0, 1)", o.beta2);
+  if (!(o.eps > 0.0f) || !std::isfinite(o.eps)) detail::fail_argument(call, "options.eps", "a finite value > 0", o.eps);
+}
+
+/// Real tokens must be vocabulary ids and lie below max_seq; mask and loss_mask must have the tokens' shape.
+inline void check_batch(const transformer_config& cfg, const token_batch& batch, std::string_view call) {
+  if (batch.mask.extents() != batch.tokens.extents())
+    detail::fail_argument<shape_error>(call, "batch.mask", "the shape of batch.tokens",
+                                       detail::concat(batch.mask.extent(0), "x", batch.mask.extent(1)));
+  if (!batch.loss_mask.empty() && batch.loss_mask.extents() != batch.tokens.extents())
+    detail::fail_argument<shape_error>(call, "batch.loss_mask", "the shape of batch.tokens",
+                                       detail::concat(batch.loss_mask.extent(0), "x", batch.loss_mask.extent(1)));
+  for (std::int64_t b = 0; b < batch.tokens.extent(0); ++b)
+    for (std::int64_t t = 0; t < batch.tokens.extent(1); ++t)
+      if (batch.mask(b, t)) {
+        if (batch.tokens(b, t) < 0 || batch.tokens(b, t) >= cfg.vocab)
+          detail::fail_argument(call, "batch.tokens", detail::concat("ids in [0, ", cfg.vocab, ")"),
+                                detail::concat(batch.tokens(b, t), " at ", b, ",", t));
+        if (t >= cfg.max_seq)
+          detail::fail_argument(call, "batch.tokens", detail::concat("rows of at most max_seq = ", cfg.max_seq, " tokens"),
+                                detail::concat("a real token at position ", t, " of row ", b));
+      }
+}
+
+/// A model's parameters, gradients and AdamW moments (one flat array each, sliced by `table`), with the shared
+/// initialisation, optimiser step, per-row gradient reduction and file format.
+struct parameter_store {
+  std::vector<parameter_info> table;
+  std::vector<float> params, grads, m, v;
+  std::int64_t total = 0, steps = 0;
+  float last_norm = 0.0f;
+
+  std::int64_t add(const std::string& name, std::int64_t size, bool decay) {
+    const std::int64_t off = total;
+    table.push_back({name, off, size, decay});
+    total += size;
+    return off;
+  }
+
+  void allocate() {
+    params.assign(static_cast<std::size_t>(total), 0.0f);
+    grads = m = v = params;
+  }
+
+  /// Gains ("_g") 1, biases ("_b") 0, everything else N(0, init_std^2), the residual outputs (proj_w, fc2_w)
+  /// scaled by 1 / sqrt(2 n_layers); tensor k draws from rng_stream(seed, k).
+  void init_weights(const transformer_options& opt, std::int64_t n_layers, std::uint64_t seed) {
+    const float resid = opt.init_std / std::sqrt(2.0f * static_cast<float>(n_layers));
+    for (std::size_t k = 0; k < table.size(); ++k) {
+      const auto& pi = table[k];
+      const bool gain = pi.name.ends_with("_g"), bias = pi.name.ends_with("_b");
+      const bool residual_out = pi.name.ends_with("proj_w") || pi.name.ends_with("fc2_w");
+      const float sd = residual_out ? resid : opt.init_std;
+      rng_stream r(seed, k);
+      for (std::int64_t i = 0; i < pi.size; ++i) {
+        float& x = params[pi.offset + i];
+        if (gain) x = 1.0f;
+        else if (bias) x = 0.0f;
+        else {
+          // Box-Muller from two uniforms (deterministic for the seed and the tensor's index).
+          const double u1 = 1.0 - r.uniform_double(), u2 = r.uniform_double();
+          x = static_cast<float>(sd * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+        }
+      }
+    }
+  }
+
+  /// grads += the B per-row gradients (each `total` floats, row-major), summed in row order whatever the thread
+  /// count (same bits on every bulk backend).
+  template <class Backend>
+  void add_rows(const Backend& backend, const std::vector<float>& row_grads, std::int64_t B) {
+    const std::int64_t P = total;
+    parallel_for(backend, P, 4096, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t b = 0; b < B; ++b) {
+        const float* src = row_grads.data() + b * P;
+        for (std::int64_t i = lo; i < hi; ++i) grads[i] += src[i];
+      }
+    });
+  }
+
+  /// One AdamW step with global-norm clipping (see the header comment); returns the pre-clip gradient norm.
+  template <class Backend>
+  float adamw_step(const Backend& backend, const transformer_options& opt, double learning_rate, std::string_view call) {
+    if (!(learning_rate >= 0.0) || !std::isfinite(learning_rate))
+      detail::fail_argument(call, "learning_rate", "a finite value >= 0", learning_rate);
+    const auto lr = static_cast<float>(learning_rate);
+    const float sq = chunked_reduce(
+        backend, total, 4096, 0.0f,
+        [&](std::int64_t lo, std::int64_t hi) {
+          float s = 0;
+          for (std::int64_t i = lo; i < hi; ++i) s += grads[i] * grads[i];
+          return s;
+        },
+        [](float a, float c) { return a + c; });
+    last_norm = std::sqrt(sq);
+    float scale = 1.0f;
+    if (opt.max_grad_norm > 0.0f && last_norm > opt.max_grad_norm) scale = opt.max_grad_norm / last_norm;
+    ++steps;
+    const float b1 = opt.beta1, b2 = opt.beta2, eps = opt.eps, wd = opt.weight_decay;
+    const float c1 = 1.0f - std::pow(b1, static_cast<float>(steps)), c2 = 1.0f - std::pow(b2, static_cast<float>(steps));
+    for (const auto& pi : table) {
+      const float decay = pi.decay ? wd : 0.0f;
+      parallel_for(backend, pi.size, 4096, [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t j = pi.offset + lo; j < pi.offset + hi; ++j) {
+          const float gj = grads[j] * scale;
+          m[j] = b1 * m[j] + (1.0f - b1) * gj;
+          v[j] = b2 * v[j] + (1.0f - b2) * gj * gj;
+          const float mhat = m[j] / c1, vhat = v[j] / c2;
+          params[j] -= lr * (mhat / (std::sqrt(vhat) + eps) + decay * params[j]);
+        }
+      });
+    }
+    return last_norm;
+  }
+
+  static constexpr std::uint32_t version = 1;
+
+  /// Writes magic (8 bytes) | version | config | count | parameters | FNV-1a 64 (the header comment's format).
+  void save(const std::string& path, const char* magic, const transformer_config& cfg, std::string_view call) const {
+    std::vector<unsigned char> buf;
+    auto put = [&](const void* p, std::size_t n) {
+      const auto* c = static_cast<const unsigned char*>(p);
+      buf.insert(buf.end(), c, c + n);
+    };
+    put(magic, 8);
+    put(&version, 4);
+    for (std::int64_t f : config_fields(cfg)) put(&f, 8);
+    const auto count = static_cast<std::uint64_t>(params.size());
+    put(&count, 8);
+    put(params.data(), params.size() * sizeof(float));
+    const std::uint64_t sum = fnv1a(buf.data(), buf.size());
+    put(&sum, 8);
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    if (!f) detail::fail(call, detail::concat("cannot open '", path, "' for writing"));
+    f.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
+    if (!f) detail::fail(call, detail::concat("cannot write '", path, "'"));
+  }
+
+  /// Reads a file written by save() with the same magic and config into params (unchanged on failure); resets
+  /// the AdamW moments and the step count. `kind` names the model in the bad-magic message.
+  void load(const std::string& path, const char* magic, std::string_view kind, const transformer_config& cfg,
+            std::string_view call) {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) detail::fail(call, detail::concat("cannot open '", path, "'"));
+    const std::vector<unsigned char> buf((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    const std::size_t header = 8 + 4 + 6 * 8 + 8;
+    auto bad = [&](const std::string& what) { detail::fail<parse_error>(call, detail::concat("'", path, "': ", what)); };
+    if (buf.size() < header) bad(detail::concat("truncated file (", buf.size(), " bytes, the header alone is ", header, ")"));
+    if (std::memcmp(buf.data(), magic, 8) != 0) bad(detail::concat("bad magic (not a cai ", kind, " file)"));
+    std::uint32_t ver = 0;
+    std::memcpy(&ver, buf.data() + 8, 4);
+    if (ver != version) bad(detail::concat("unsupported version ", ver, " (this build reads version ", version, ")"));
+    static constexpr std::array<const char*, 6> names{"vocab", "d_model", "n_heads", "n_layers", "d_ff", "max_seq"};
+    const auto mine = config_fields(cfg);
+    for (std::size_t i = 0; i < 6; ++i) {
+      std::int64_t x = 0;
+      std::memcpy(&x, buf.data() + 12 + 8 * i, 8);
+      if (x != mine[i]) bad(detail::concat("config mismatch: ", names[i], " is ", x, " in the file, ", mine[i], " in this model"));
+    }
+    std::uint64_t count = 0;
+    std::memcpy(&count, buf.data() + 60, 8);
+    if (count != params.size()) bad(detail::concat("config mismatch: parameter count ", count, " in the file, ", params.size(), " in this model"));
+    const std::size_t size = header + params.size() * sizeof(float) + 8;
+    if (buf.size() < size) bad(detail::concat("truncated file (", buf.size(), " bytes, expected ", size, ")"));
+    if (buf.size() > size) bad(detail::concat("trailing bytes (", buf.size(), " bytes, expected ", size, ")"));
+    std::uint64_t sum = 0;
+    std::memcpy(&sum, buf.data() + size - 8, 8);
+    if (sum != fnv1a(buf.data(), size - 8)) bad("checksum mismatch (corrupted file)");
+    std::memcpy(params.data(), buf.data() + header, params.size() * sizeof(float));
+    std::fill(m.begin(), m.end(), 0.0f);
+    std::fill(v.begin(), v.end(), 0.0f);
+    steps = 0;
+  }
+};
+
+/// The transformer trunk shared by transformer_lm and transformer_scalar: embeddings, the n_layers blocks and the
+/// final LayerNorm, h -> LNf(h). Its parameters are registered first (wte, wpe, layer0.*, ..., lnf_g, lnf_b); a
+/// head adds its own after them. W is the base of the model's parameter array, g of a gradient array.
+struct trunk {
+  transformer_config cfg;
+  std::vector<layer_params> layers;
+  std::int64_t wte = 0, wpe = 0, lnf_g = 0, lnf_b = 0;
+
+  void build(parameter_store& ps) {
+    const std::int64_t V = cfg.vocab, C = cfg.d_model, F = cfg.d_ff, S = cfg.max_seq;
+    wte = ps.add("wte", V * C, false);
+    wpe = ps.add("wpe", S * C, false);
+    for (std::int64_t l = 0; l < cfg.n_layers; ++l) {
+      const std::string p = detail::concat("layer", l, ".");
+      layer_params lp{};
+      lp.ln1_g = ps.add(p + "ln1_g", C, false);
+      lp.ln1_b = ps.add(p + "ln1_b", C, false);
+      lp.qkv_w = ps.add(p + "qkv_w", C * 3 * C, true);
+      lp.qkv_b = ps.add(p + "qkv_b", 3 * C, false);
+      lp.proj_w = ps.add(p + "proj_w", C * C, true);
+      lp.proj_b = ps.add(p + "proj_b", C, false);
+      lp.ln2_g = ps.add(p + "ln2_g", C, false);
+      lp.ln2_b = ps.add(p + "ln2_b", C, false);
+      lp.fc_w = ps.add(p + "fc_w", C * F, true);
+      lp.fc_b = ps.add(p + "fc_b", F, false);
+      lp.fc2_w = ps.add(p + "fc2_w", F * C, true);
+      lp.fc2_b = ps.add(p + "fc2_b", C, false);
+      layers.push_back(lp);
+    }
+    lnf_g = ps.add("lnf_g", C, false);
+    lnf_b = ps.add("lnf_b", C, false);
+  }
+
+  /// Forward of one row over its a.n positions, saving every activation the backward needs; the output is a.lnf.
+  void forward(const float* W, row_acts& a, const std::int32_t* tok) const {
+    const std::int64_t n = a.n, C = cfg.d_model, F = cfg.d_ff, H = cfg.n_heads, hd = C / H;
+    if (n == 0) return;
+    auto P = [W](std::int64_t off) { return W + off; };
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    a.x0.assign(static_cast<std::size_t>(n * C), 0.0f);
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t i = 0; i < C; ++i) a.x0[t * C + i] = P(wte)[tok[t] * C + i] + P(wpe)[t * C + i];
+    a.layers.resize(static_cast<std::size_t>(cfg.n_layers));
+    const float* x = a.x0.data();
+    for (std::int64_t l = 0; l < cfg.n_layers; ++l) {
+      const auto& lp = layers[l];
+      auto& la = a.layers[l];
+      auto sz = [](std::vector<float>& v, std::int64_t k) { v.assign(static_cast<std::size_t>(k), 0.0f); };
+      sz(la.ln1, n * C), sz(la.ln1_mean, n), sz(la.ln1_rstd, n), sz(la.qkv, n * 3 * C), sz(la.att, H * n * n),
+          sz(la.atty, n * C), sz(la.res1, n * C), sz(la.ln2, n * C), sz(la.ln2_mean, n), sz(la.ln2_rstd, n),
+          sz(la.fch, n * F), sz(la.fch_gelu, n * F), sz(la.res2, n * C);
+      for (std::int64_t t = 0; t < n; ++t) {
+        layernorm_row(&la.ln1[t * C], &la.ln1_mean[t], &la.ln1_rstd[t], x + t * C, P(lp.ln1_g), P(lp.ln1_b), C);
+        linear_row(&la.qkv[t * 3 * C], &la.ln1[t * C], P(lp.qkv_w), P(lp.qkv_b), C, 3 * C);
+      }
+      for (std::int64_t t = 0; t < n; ++t) {
+        for (std::int64_t h = 0; h < H; ++h)
+          attend(&la.atty[t * C + h * hd], &la.att[(h * n + t) * n], &la.qkv[t * 3 * C + h * hd], &la.qkv[C + h * hd],
+                 &la.qkv[2 * C + h * hd], 3 * C, t, hd, scale);
+        float* r1 = &la.res1[t * C];
+        linear_row(r1, &la.atty[t * C], P(lp.proj_w), P(lp.proj_b), C, C);
+        for (std::int64_t i = 0; i < C; ++i) r1[i] += x[t * C + i];
+        layernorm_row(&la.ln2[t * C], &la.ln2_mean[t], &la.ln2_rstd[t], r1, P(lp.ln2_g), P(lp.ln2_b), C);
+        linear_row(&la.fch[t * F], &la.ln2[t * C], P(lp.fc_w), P(lp.fc_b), C, F);
+        for (std::int64_t j = 0; j < F; ++j) la.fch_gelu[t * F + j] = gelu(la.fch[t * F + j]);
+        float* r2 = &la.res2[t * C];
+        linear_row(r2, &la.fch_gelu[t * F], P(lp.fc2_w), P(lp.fc2_b), F, C);
+        for (std::int64_t i = 0; i < C; ++i) r2[i] += r1[i];
+      }
+      x = la.res2.data();
+    }
+    a.lnf.assign(static_cast<std::size_t>(n * C), 0.0f);
+    a.lnf_mean.assign(static_cast<std::size_t>(n), 0.0f);
+    a.lnf_rstd.assign(static_cast<std::size_t>(n), 0.0f);
+    for (std::int64_t t = 0; t < n; ++t)
+      layernorm_row(&a.lnf[t * C], &a.lnf_mean[t], &a.lnf_rstd[t], x + t * C, P(lnf_g), P(lnf_b), C);
+  }
+
+  /// Backward of one row: dlnf (n, C) = dL/d a.lnf -> the trunk's parameter gradients accumulated into g.
+  void backward(const float* W, const row_acts& a, const std::int32_t* tok, const float* dlnf, float* g) const {
+    const std::int64_t n = a.n, C = cfg.d_model, F = cfg.d_ff, H = cfg.n_heads, hd = C / H;
+    if (n == 0) return;
+    auto P = [W](std::int64_t off) { return W + off; };
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    const auto L = cfg.n_layers;
+    const float* xlast = L > 0 ? a.layers[L - 1].res2.data() : a.x0.data();
+    std::vector<float> dx(static_cast<std::size_t>(n * C), 0.0f), dln(static_cast<std::size_t>(n * C), 0.0f);
+    for (std::int64_t t = 0; t < n; ++t)
+      layernorm_row_backward(&dx[t * C], g + lnf_g, g + lnf_b, dlnf + t * C, xlast + t * C, P(lnf_g), a.lnf_mean[t],
+                             a.lnf_rstd[t], C);
+    std::vector<float> dres1(static_cast<std::size_t>(n * C)), dfch(static_cast<std::size_t>(n * F)),
+        datty(static_cast<std::size_t>(n * C)), dqkv(static_cast<std::size_t>(n * 3 * C)), dxin(static_cast<std::size_t>(n * C)),
+        dp(static_cast<std::size_t>(n));
+    for (std::int64_t l = L - 1; l >= 0; --l) {
+      const auto& lp = layers[l];
+      const auto& la = a.layers[l];
+      const float* xin = l > 0 ? a.layers[l - 1].res2.data() : a.x0.data();
+      // res2 = res1 + GELU(LN2(res1) Wfc + bfc) Wfc2 + bfc2, with dx = dL/dres2.
+      dres1 = dx;
+      std::fill(dfch.begin(), dfch.end(), 0.0f);
+      std::fill(dln.begin(), dln.end(), 0.0f);
+      for (std::int64_t t = 0; t < n; ++t) {
+        linear_row_backward(&dfch[t * F], g + lp.fc2_w, g + lp.fc2_b, &dx[t * C], &la.fch_gelu[t * F], P(lp.fc2_w), F, C);
+        for (std::int64_t j = 0; j < F; ++j) dfch[t * F + j] *= gelu_grad(la.fch[t * F + j]);
+        linear_row_backward(&dln[t * C], g + lp.fc_w, g + lp.fc_b, &dfch[t * F], &la.ln2[t * C], P(lp.fc_w), C, F);
+        layernorm_row_backward(&dres1[t * C], g + lp.ln2_g, g + lp.ln2_b, &dln[t * C], &la.res1[t * C], P(lp.ln2_g),
+                               la.ln2_mean[t], la.ln2_rstd[t], C);
+      }
+      // res1 = xin + attention(LN1(xin)) Wo + bo.
+      dxin = dres1;
+      std::fill(datty.begin(), datty.end(), 0.0f);
+      std::fill(dqkv.begin(), dqkv.end(), 0.0f);
+      std::fill(dln.begin(), dln.end(), 0.0f);
+      for (std::int64_t t = 0; t < n; ++t)
+        linear_row_backward(&datty[t * C], g + lp.proj_w, g + lp.proj_b, &dres1[t * C], &la.atty[t * C], P(lp.proj_w), C, C);
+      for (std::int64_t h = 0; h < H; ++h)
+        for (std::int64_t t = 0; t < n; ++t) {
+          const float* p = &la.att[(h * n + t) * n];
+          const float* dy = &datty[t * C + h * hd];
+          const float* q = &la.qkv[t * 3 * C + h * hd];
+          float* dq = &dqkv[t * 3 * C + h * hd];
+          float pdp = 0;
+          for (std::int64_t s = 0; s <= t; ++s) {
+            const float* v = &la.qkv[s * 3 * C + 2 * C + h * hd];
+            float* dv = &dqkv[s * 3 * C + 2 * C + h * hd];
+            float d = 0;
+            for (std::int64_t i = 0; i < hd; ++i) {
+              d += dy[i] * v[i];
+              dv[i] += p[s] * dy[i];
+            }
+            dp[s] = d;
+            pdp += p[s] * d;
+          }
+          for (std::int64_t s = 0; s <= t; ++s) {
+            const float dz = p[s] * (dp[s] - pdp) * scale;
+            const float* k = &la.qkv[s * 3 * C + C + h * hd];
+            float* dk = &dqkv[s * 3 * C + C + h * hd];
+            for (std::int64_t i = 0; i < hd; ++i) {
+              dq[i] += dz * k[i];
+              dk[i] += dz * q[i];
+            }
+          }
+        }
+      for (std::int64_t t = 0; t < n; ++t) {
+        linear_row_backward(&dln[t * C], g + lp.qkv_w, g + lp.qkv_b, &dqkv[t * 3 * C], &la.ln1[t * C], P(lp.qkv_w), C, 3 * C);
+        layernorm_row_backward(&dxin[t * C], g + lp.ln1_g, g + lp.ln1_b, &dln[t * C], xin + t * C, P(lp.ln1_g),
+                               la.ln1_mean[t], la.ln1_rstd[t], C);
+      }
+      dx.swap(dxin);
+    }
+    for (std::int64_t t = 0; t < n; ++t)
+      for (std::int64_t i = 0; i < C; ++i) {
+        g[wte + tok[t] * C + i] += dx[t * C + i];
+        g[wpe + t * C + i] += dx[t * C + i];
+      }
+  }
+
+  kv_cache new_cache() const {
+    kv_cache kv;
+    kv.k.assign(static_cast<std::size_t>(cfg.n_layers), std::vector<float>(static_cast<std::size_t>(cfg.max_seq * cfg.d_model)));
+    kv.v = kv.k;
+    return kv;
+  }
+
+  /// Computes position t of a row from its token and the cache of positions < t (appending this position's keys
+  /// and values), writing LNf(h_t) (C floats) to out. The arithmetic is that of forward(), position for position.
+  void decode(const float* W, kv_cache& kv, std::int64_t t, std::int32_t token, float* out) const {
+    const std::int64_t C = cfg.d_model, F = cfg.d_ff, H = cfg.n_heads, hd = C / H;
+    auto P = [W](std::int64_t off) { return W + off; };
+    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    std::vector<float> x(static_cast<std::size_t>(C)), ln(static_cast<std::size_t>(C)), qkv(static_cast<std::size_t>(3 * C)),
+        y(static_cast<std::size_t>(C)), r1(static_cast<std::size_t>(C)), fch(static_cast<std::size_t>(F)),
+        r2(static_cast<std::size_t>(C)), p(static_cast<std::size_t>(t + 1));
+    float mean = 0, rstd = 0;
+    for (std::int64_t i = 0; i < C; ++i) x[i] = P(wte)[token * C + i] + P(wpe)[t * C + i];
+    for (std::int64_t l = 0; l < cfg.n_layers; ++l) {
+      const auto& lp = layers[l];
+      layernorm_row(ln.data(), &mean, &rstd, x.data(), P(lp.ln1_g), P(lp.ln1_b), C);
+      linear_row(qkv.data(), ln.data(), P(lp.qkv_w), P(lp.qkv_b), C, 3 * C);
+      std::copy(qkv.begin() + C, qkv.begin() + 2 * C, kv.k[l].begin() + t * C);
+      std::copy(qkv.begin() + 2 * C, qkv.end(), kv.v[l].begin() + t * C);
+      for (std::int64_t h = 0; h < H; ++h)
+        attend(&y[h * hd], p.data(), &qkv[h * hd], &kv.k[l][h * hd], &kv.v[l][h * hd], C, t, hd, scale);
+      linear_row(r1.data(), y.data(), P(lp.proj_w), P(lp.proj_b), C, C);
+      for (std::int64_t i = 0; i < C; ++i) r1[i] += x[i];
+      layernorm_row(ln.data(), &mean, &rstd, r1.data(), P(lp.ln2_g), P(lp.ln2_b), C);
+      linear_row(fch.data(), ln.data(), P(lp.fc_w), P(lp.fc_b), C, F);
+      for (auto& f : fch) f = gelu(f);
+      linear_row(r2.data(), fch.data(), P(lp.fc2_w), P(lp.fc2_b), F, C);
+      for (std::int64_t i = 0; i < C; ++i) x[i] = r2[i] + r1[i];
+    }
+    layernorm_row(out, &mean, &rstd, x.data(), P(lnf_g), P(lnf_b), C);
+  }
+};
+
 }  // namespace tf_detail
 
 template <bulk_backend Backend = host>
 class transformer_lm {
  public:
   /// One named parameter tensor: a slice [offset, offset + size) of parameters() / gradients().
-  struct parameter_info {
-    std::string name;
-    std::int64_t offset = 0, size = 0;
-    bool decay = false;
-  };
+  using parameter_info = tf_detail::parameter_info;
 
- private:
-  struct layer_params {
-    std::int64_t ln1_g, ln1_b, qkv_w, qkv_b, proj_w, proj_b, ln2_g, ln2_b, fc_w, fc_b, fc2_w, fc2_b;
-  };
-  struct layer_acts {
-    std::vector<float> ln1, ln1_mean, ln1_rstd, qkv, att, atty, res1, ln2, ln2_mean, ln2_rstd, fch, fch_gelu, res2;
-  };
-  struct row_acts {
-    std::int64_t n = 0;
-    std::vector<float> x0;
-    std::vector<layer_acts> layers;
-    std::vector<float> lnf, lnf_mean, lnf_rstd;
-  };
-
- public:
   /// What train_forward computed: logits, per-token outputs and every activation, kept alive until backward.
   class forward_handle {
    public:
@@ -247,7 +653,7 @@ class transformer_lm {
       tensor<float, 3> logits;
       tensor<float, 2> logp, entropy;
       tensor<float, 3> saved;
-      std::vector<row_acts> rows;
+      std::vector<tf_detail::row_acts> rows;
       float temperature = 1.0f;
     };
     std::shared_ptr<state> state_;
@@ -258,27 +664,26 @@ class transformer_lm {
                           const transformer_options& options = {})
       : backend_(std::move(backend)), cfg_(config), opt_(options) {
     constexpr std::string_view call = "cai::models::transformer_lm";
-    validate_config(cfg_, call);
-    if (!(opt_.init_std >= 0.0f) || !std::isfinite(opt_.init_std)) detail::fail_argument(call, "options.init_std", "a finite value >= 0", opt_.init_std);
-    if (!(opt_.weight_decay >= 0.0f) || !std::isfinite(opt_.weight_decay)) detail::fail_argument(call, "options.weight_decay", "a finite value >= 0", opt_.weight_decay);
-    if (!(opt_.max_grad_norm >= 0.0f) || !std::isfinite(opt_.max_grad_norm)) detail::fail_argument(call, "options.max_grad_norm", "a finite value >= 0 (0 disables clipping)", opt_.max_grad_norm);
-    if (!(opt_.beta1 >= 0.0f && opt_.beta1 < 1.0f)) detail::fail_argument(call, "options.beta1", "a value in [0, 1)", opt_.beta1);
-    if (!(opt_.beta2 >= 0.0f && opt_.beta2 < 1.0f)) detail::fail_argument(call, "options.beta2", "a value in [0, 1)", opt_.beta2);
-    if (!(opt_.eps > 0.0f) || !std::isfinite(opt_.eps)) detail::fail_argument(call, "options.eps", "a finite value > 0", opt_.eps);
-    build_table();
-    init_weights(seed);
+    tf_detail::validate_config(cfg_, call);
+    tf_detail::validate_options(opt_, call);
+    trunk_.cfg = cfg_;
+    trunk_.build(ps_);
+    head_w_ = ps_.add("head_w", cfg_.d_model * cfg_.vocab, true);
+    head_b_ = ps_.add("head_b", cfg_.vocab, false);
+    ps_.allocate();
+    ps_.init_weights(opt_, cfg_.n_layers, seed);
   }
 
   std::int64_t vocab_size() const noexcept { return cfg_.vocab; }
   const transformer_config& config() const noexcept { return cfg_; }
   const transformer_options& options() const noexcept { return opt_; }
-  std::int64_t parameter_count() const noexcept { return static_cast<std::int64_t>(params_.size()); }
-  std::span<float> parameters() noexcept { return params_; }
-  std::span<const float> parameters() const noexcept { return params_; }
-  std::span<const float> gradients() const noexcept { return grads_; }
-  const std::vector<parameter_info>& parameter_table() const noexcept { return table_; }
-  float last_grad_norm() const noexcept { return last_norm_; }
-  std::int64_t steps_taken() const noexcept { return step_; }
+  std::int64_t parameter_count() const noexcept { return static_cast<std::int64_t>(ps_.params.size()); }
+  std::span<float> parameters() noexcept { return ps_.params; }
+  std::span<const float> parameters() const noexcept { return ps_.params; }
+  std::span<const float> gradients() const noexcept { return ps_.grads; }
+  const std::vector<parameter_info>& parameter_table() const noexcept { return ps_.table; }
+  float last_grad_norm() const noexcept { return ps_.last_norm; }
+  std::int64_t steps_taken() const noexcept { return ps_.steps; }
 
   /// Logits (B, T, V) of a batch: logits[b, t] predicts tokens[b, t + 1]; positions after a row's last real token
   /// are 0.
@@ -319,50 +724,14 @@ class transformer_lm {
       for (std::int64_t b = lo; b < hi; ++b)
         backward_row(st->rows[b], &st->tokens(b, 0), &dlogits.view()(b, 0, 0), row_grads.data() + b * P);
     });
-    // Rows are summed in row order whatever the thread count (same bits on every bulk backend).
-    parallel_for(backend_, P, 4096, [&](std::int64_t lo, std::int64_t hi) {
-      for (std::int64_t b = 0; b < B; ++b) {
-        const float* src = row_grads.data() + b * P;
-        for (std::int64_t i = lo; i < hi; ++i) grads_[i] += src[i];
-      }
-    });
+    ps_.add_rows(backend_, row_grads, B);
   }
 
-  void zero_grad() noexcept { std::fill(grads_.begin(), grads_.end(), 0.0f); }
+  void zero_grad() noexcept { std::fill(ps_.grads.begin(), ps_.grads.end(), 0.0f); }
 
   /// One AdamW step with global-norm clipping (see the header comment); returns the pre-clip gradient norm.
   float step(double learning_rate) {
-    if (!(learning_rate >= 0.0) || !std::isfinite(learning_rate))
-      detail::fail_argument("cai::models::transformer_lm::step", "learning_rate", "a finite value >= 0", learning_rate);
-    const auto lr = static_cast<float>(learning_rate);
-    const auto P = parameter_count();
-    const float sq = chunked_reduce(
-        backend_, P, 4096, 0.0f,
-        [&](std::int64_t lo, std::int64_t hi) {
-          float s = 0;
-          for (std::int64_t i = lo; i < hi; ++i) s += grads_[i] * grads_[i];
-          return s;
-        },
-        [](float a, float c) { return a + c; });
-    last_norm_ = std::sqrt(sq);
-    float scale = 1.0f;
-    if (opt_.max_grad_norm > 0.0f && last_norm_ > opt_.max_grad_norm) scale = opt_.max_grad_norm / last_norm_;
-    ++step_;
-    const float b1 = opt_.beta1, b2 = opt_.beta2, eps = opt_.eps, wd = opt_.weight_decay;
-    const float c1 = 1.0f - std::pow(b1, static_cast<float>(step_)), c2 = 1.0f - std::pow(b2, static_cast<float>(step_));
-    for (const auto& pi : table_) {
-      const float decay = pi.decay ? wd : 0.0f;
-      parallel_for(backend_, pi.size, 4096, [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t j = pi.offset + lo; j < pi.offset + hi; ++j) {
-          const float gj = grads_[j] * scale;
-          m_[j] = b1 * m_[j] + (1.0f - b1) * gj;
-          v_[j] = b2 * v_[j] + (1.0f - b2) * gj * gj;
-          const float mhat = m_[j] / c1, vhat = v_[j] / c2;
-          params_[j] -= lr * (mhat / (std::sqrt(vhat) + eps) + decay * params_[j]);
-        }
-      });
-    }
-    return last_norm_;
+    return ps_.adamw_step(backend_, opt_, learning_rate, "cai::models::transformer_lm::step");
   }
 
   /// Samples up to max_new_tokens after each prompt row (right-padded; mask marks real tokens) with a KV cache:
@@ -376,7 +745,7 @@ class transformer_lm {
     if (sp.max_new_tokens < 0) detail::fail_argument(call, "max_new_tokens", "a value >= 0", sp.max_new_tokens);
     if (sp.top_k < 0) detail::fail_argument(call, "top_k", "a value >= 0", sp.top_k);
     if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f)) detail::fail_argument(call, "top_p", "a value in (0, 1]", sp.top_p);
-    check_batch(prompts, call);
+    tf_detail::check_batch(cfg_, prompts, call);
     const std::int64_t B = prompts.tokens.extent(0), Tp = prompts.tokens.extent(1);
     const std::int64_t T = Tp + sp.max_new_tokens;
     sample_batch out;
@@ -406,165 +775,21 @@ class transformer_lm {
   }
 
   /// Writes the model to `path` (format in the header comment). Throws cai::error when the file cannot be written.
-  void save(const std::string& path) const {
-    std::vector<unsigned char> buf;
-    auto put = [&](const void* p, std::size_t n) {
-      const auto* c = static_cast<const unsigned char*>(p);
-      buf.insert(buf.end(), c, c + n);
-    };
-    put(magic, 8);
-    put(&version, 4);
-    for (std::int64_t f : config_fields(cfg_)) put(&f, 8);
-    const auto count = static_cast<std::uint64_t>(params_.size());
-    put(&count, 8);
-    put(params_.data(), params_.size() * sizeof(float));
-    const std::uint64_t sum = tf_detail::fnv1a(buf.data(), buf.size());
-    put(&sum, 8);
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    if (!f) detail::fail("cai::models::transformer_lm::save", detail::concat("cannot open '", path, "' for writing"));
-    f.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
-    if (!f) detail::fail("cai::models::transformer_lm::save", detail::concat("cannot write '", path, "'"));
-  }
+  void save(const std::string& path) const { ps_.save(path, magic, cfg_, "cai::models::transformer_lm::save"); }
 
   /// Reads parameters saved by save() into this model, whose config must equal the file's. Throws
   /// cai::parse_error naming the problem (truncated, bad magic, unsupported version, config mismatch, checksum
   /// mismatch, trailing bytes); the model is unchanged on failure. Adam state and step count are reset.
   void load(const std::string& path) {
-    constexpr std::string_view call = "cai::models::transformer_lm::load";
-    std::ifstream f(path, std::ios::binary);
-    if (!f) detail::fail(call, detail::concat("cannot open '", path, "'"));
-    const std::vector<unsigned char> buf((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    const std::size_t header = 8 + 4 + 6 * 8 + 8;
-    auto bad = [&](const std::string& what) { detail::fail<parse_error>(call, detail::concat("'", path, "': ", what)); };
-    if (buf.size() < header) bad(detail::concat("truncated file (", buf.size(), " bytes, the header alone is ", header, ")"));
-    if (std::memcmp(buf.data(), magic, 8) != 0) bad("bad magic (not a cai transformer_lm file)");
-    std::uint32_t ver = 0;
-    std::memcpy(&ver, buf.data() + 8, 4);
-    if (ver != version) bad(detail::concat("unsupported version ", ver, " (this build reads version ", version, ")"));
-    static constexpr std::array<const char*, 6> names{"vocab", "d_model", "n_heads", "n_layers", "d_ff", "max_seq"};
-    const auto mine = config_fields(cfg_);
-    for (std::size_t i = 0; i < 6; ++i) {
-      std::int64_t v = 0;
-      std::memcpy(&v, buf.data() + 12 + 8 * i, 8);
-      if (v != mine[i]) bad(detail::concat("config mismatch: ", names[i], " is ", v, " in the file, ", mine[i], " in this model"));
-    }
-    std::uint64_t count = 0;
-    std::memcpy(&count, buf.data() + 60, 8);
-    if (count != params_.size()) bad(detail::concat("config mismatch: parameter count ", count, " in the file, ", params_.size(), " in this model"));
-    const std::size_t total = header + params_.size() * sizeof(float) + 8;
-    if (buf.size() < total) bad(detail::concat("truncated file (", buf.size(), " bytes, expected ", total, ")"));
-    if (buf.size() > total) bad(detail::concat("trailing bytes (", buf.size(), " bytes, expected ", total, ")"));
-    std::uint64_t sum = 0;
-    std::memcpy(&sum, buf.data() + total - 8, 8);
-    if (sum != tf_detail::fnv1a(buf.data(), total - 8)) bad("checksum mismatch (corrupted file)");
-    std::memcpy(params_.data(), buf.data() + header, params_.size() * sizeof(float));
-    std::fill(m_.begin(), m_.end(), 0.0f);
-    std::fill(v_.begin(), v_.end(), 0.0f);
-    step_ = 0;
+    ps_.load(path, magic, "transformer_lm", cfg_, "cai::models::transformer_lm::load");
   }
 
  private:
   static constexpr char magic[9] = "CAITFLM1";
-  static constexpr std::uint32_t version = 1;
-
-  static std::array<std::int64_t, 6> config_fields(const transformer_config& c) {
-    return {c.vocab, c.d_model, c.n_heads, c.n_layers, c.d_ff, c.max_seq};
-  }
-
-  static void validate_config(const transformer_config& c, std::string_view call) {
-    if (c.vocab < 2) detail::fail_argument(call, "config.vocab", "a vocabulary of at least 2", c.vocab);
-    if (c.d_model < 1) detail::fail_argument(call, "config.d_model", "a value >= 1", c.d_model);
-    if (c.n_heads < 1 || c.d_model % c.n_heads != 0)
-      detail::fail_argument(call, "config.n_heads", detail::concat("a divisor of d_model = ", c.d_model), c.n_heads);
-    if (c.n_layers < 1) detail::fail_argument(call, "config.n_layers", "a value >= 1", c.n_layers);
-    if (c.d_ff < 1) detail::fail_argument(call, "config.d_ff", "a value >= 1", c.d_ff);
-    if (c.max_seq < 1) detail::fail_argument(call, "config.max_seq", "a value >= 1", c.max_seq);
-    const std::int64_t limit = std::int64_t{1} << 24;
-    for (auto [name, v] : {std::pair{"config.vocab", c.vocab}, std::pair{"config.d_model", c.d_model},
-                           std::pair{"config.n_layers", c.n_layers}, std::pair{"config.d_ff", c.d_ff},
-                           std::pair{"config.max_seq", c.max_seq}})
-      if (v > limit) detail::fail_argument(call, name, detail::concat("a value <= ", limit), v);
-  }
-
-  std::int64_t add(const std::string& name, std::int64_t size, bool decay) {
-    const std::int64_t off = total_;
-    table_.push_back({name, off, size, decay});
-    total_ += size;
-    return off;
-  }
-
-  void build_table() {
-    const std::int64_t V = cfg_.vocab, C = cfg_.d_model, F = cfg_.d_ff, S = cfg_.max_seq;
-    wte_ = add("wte", V * C, false);
-    wpe_ = add("wpe", S * C, false);
-    for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
-      const std::string p = detail::concat("layer", l, ".");
-      layer_params lp{};
-      lp.ln1_g = add(p + "ln1_g", C, false);
-      lp.ln1_b = add(p + "ln1_b", C, false);
-      lp.qkv_w = add(p + "qkv_w", C * 3 * C, true);
-      lp.qkv_b = add(p + "qkv_b", 3 * C, false);
-      lp.proj_w = add(p + "proj_w", C * C, true);
-      lp.proj_b = add(p + "proj_b", C, false);
-      lp.ln2_g = add(p + "ln2_g", C, false);
-      lp.ln2_b = add(p + "ln2_b", C, false);
-      lp.fc_w = add(p + "fc_w", C * F, true);
-      lp.fc_b = add(p + "fc_b", F, false);
-      lp.fc2_w = add(p + "fc2_w", F * C, true);
-      lp.fc2_b = add(p + "fc2_b", C, false);
-      layers_.push_back(lp);
-    }
-    lnf_g_ = add("lnf_g", C, false);
-    lnf_b_ = add("lnf_b", C, false);
-    head_w_ = add("head_w", C * V, true);
-    head_b_ = add("head_b", V, false);
-    params_.assign(static_cast<std::size_t>(total_), 0.0f);
-    grads_ = m_ = v_ = params_;
-  }
-
-  void init_weights(std::uint64_t seed) {
-    const float resid = opt_.init_std / std::sqrt(2.0f * static_cast<float>(cfg_.n_layers));
-    for (std::size_t k = 0; k < table_.size(); ++k) {
-      const auto& pi = table_[k];
-      const bool gain = pi.name.ends_with("_g"), bias = pi.name.ends_with("_b");
-      const bool residual_out = pi.name.ends_with("proj_w") || pi.name.ends_with("fc2_w");
-      const float sd = residual_out ? resid : opt_.init_std;
-      rng_stream r(seed, k);
-      for (std::int64_t i = 0; i < pi.size; ++i) {
-        float& x = params_[pi.offset + i];
-        if (gain) x = 1.0f;
-        else if (bias) x = 0.0f;
-        else {
-          // Box-Muller from two uniforms (deterministic for the seed and the tensor's index).
-          const double u1 = 1.0 - r.uniform_double(), u2 = r.uniform_double();
-          x = static_cast<float>(sd * std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
-        }
-      }
-    }
-  }
-
-  void check_batch(const token_batch& batch, std::string_view call) const {
-    if (batch.mask.extents() != batch.tokens.extents())
-      detail::fail_argument<shape_error>(call, "batch.mask", "the shape of batch.tokens",
-                                         detail::concat(batch.mask.extent(0), "x", batch.mask.extent(1)));
-    if (!batch.loss_mask.empty() && batch.loss_mask.extents() != batch.tokens.extents())
-      detail::fail_argument<shape_error>(call, "batch.loss_mask", "the shape of batch.tokens",
-                                         detail::concat(batch.loss_mask.extent(0), "x", batch.loss_mask.extent(1)));
-    for (std::int64_t b = 0; b < batch.tokens.extent(0); ++b)
-      for (std::int64_t t = 0; t < batch.tokens.extent(1); ++t)
-        if (batch.mask(b, t)) {
-          if (batch.tokens(b, t) < 0 || batch.tokens(b, t) >= cfg_.vocab)
-            detail::fail_argument(call, "batch.tokens", detail::concat("ids in [0, ", cfg_.vocab, ")"),
-                                  detail::concat(batch.tokens(b, t), " at ", b, ",", t));
-          if (t >= cfg_.max_seq)
-            detail::fail_argument(call, "batch.tokens", detail::concat("rows of at most max_seq = ", cfg_.max_seq, " tokens"),
-                                  detail::concat("a real token at position ", t, " of row ", b));
-        }
-  }
 
   std::shared_ptr<typename forward_handle::state> run_forward(const token_batch& batch, const forward_request& req,
                                                               bool outputs) const {
-    check_batch(batch, "cai::models::transformer_lm::forward");
+    tf_detail::check_batch(cfg_, batch, "cai::models::transformer_lm::forward");
     const std::int64_t B = batch.tokens.extent(0), T = batch.tokens.extent(1), V = cfg_.vocab;
     auto st = std::make_shared<typename forward_handle::state>();
     st->tokens = tensor<std::int32_t, 2>({B, T});
@@ -597,176 +822,40 @@ class transformer_lm {
     return st;
   }
 
-  const float* P(std::int64_t off) const noexcept { return params_.data() + off; }
+  const float* P(std::int64_t off) const noexcept { return ps_.params.data() + off; }
 
-  /// Forward of one row over its n positions, saving every activation the backward needs.
-  void forward_row(row_acts& a, const std::int32_t* tok, float* logits) const {
-    const std::int64_t n = a.n, C = cfg_.d_model, F = cfg_.d_ff, H = cfg_.n_heads, hd = C / H, V = cfg_.vocab;
+  /// Forward of one row over its n positions (the shared trunk, then the vocabulary head).
+  void forward_row(tf_detail::row_acts& a, const std::int32_t* tok, float* logits) const {
+    const std::int64_t n = a.n, C = cfg_.d_model, V = cfg_.vocab;
     if (n == 0) return;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    a.x0.assign(static_cast<std::size_t>(n * C), 0.0f);
+    trunk_.forward(ps_.params.data(), a, tok);
     for (std::int64_t t = 0; t < n; ++t)
-      for (std::int64_t i = 0; i < C; ++i) a.x0[t * C + i] = P(wte_)[tok[t] * C + i] + P(wpe_)[t * C + i];
-    a.layers.resize(static_cast<std::size_t>(cfg_.n_layers));
-    const float* x = a.x0.data();
-    for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
-      const auto& lp = layers_[l];
-      auto& la = a.layers[l];
-      auto sz = [](std::vector<float>& v, std::int64_t k) { v.assign(static_cast<std::size_t>(k), 0.0f); };
-      sz(la.ln1, n * C), sz(la.ln1_mean, n), sz(la.ln1_rstd, n), sz(la.qkv, n * 3 * C), sz(la.att, H * n * n),
-          sz(la.atty, n * C), sz(la.res1, n * C), sz(la.ln2, n * C), sz(la.ln2_mean, n), sz(la.ln2_rstd, n),
-          sz(la.fch, n * F), sz(la.fch_gelu, n * F), sz(la.res2, n * C);
-      for (std::int64_t t = 0; t < n; ++t) {
-        tf_detail::layernorm_row(&la.ln1[t * C], &la.ln1_mean[t], &la.ln1_rstd[t], x + t * C, P(lp.ln1_g), P(lp.ln1_b), C);
-        tf_detail::linear_row(&la.qkv[t * 3 * C], &la.ln1[t * C], P(lp.qkv_w), P(lp.qkv_b), C, 3 * C);
-      }
-      for (std::int64_t t = 0; t < n; ++t) {
-        for (std::int64_t h = 0; h < H; ++h)
-          tf_detail::attend(&la.atty[t * C + h * hd], &la.att[(h * n + t) * n], &la.qkv[t * 3 * C + h * hd],
-                             &la.qkv[C + h * hd], &la.qkv[2 * C + h * hd], 3 * C, t, hd, scale);
-        float* r1 = &la.res1[t * C];
-        tf_detail::linear_row(r1, &la.atty[t * C], P(lp.proj_w), P(lp.proj_b), C, C);
-        for (std::int64_t i = 0; i < C; ++i) r1[i] += x[t * C + i];
-        tf_detail::layernorm_row(&la.ln2[t * C], &la.ln2_mean[t], &la.ln2_rstd[t], r1, P(lp.ln2_g), P(lp.ln2_b), C);
-        tf_detail::linear_row(&la.fch[t * F], &la.ln2[t * C], P(lp.fc_w), P(lp.fc_b), C, F);
-        for (std::int64_t j = 0; j < F; ++j) la.fch_gelu[t * F + j] = tf_detail::gelu(la.fch[t * F + j]);
-        float* r2 = &la.res2[t * C];
-        tf_detail::linear_row(r2, &la.fch_gelu[t * F], P(lp.fc2_w), P(lp.fc2_b), F, C);
-        for (std::int64_t i = 0; i < C; ++i) r2[i] += r1[i];
-      }
-      x = la.res2.data();
-    }
-    a.lnf.assign(static_cast<std::size_t>(n * C), 0.0f);
-    a.lnf_mean.assign(static_cast<std::size_t>(n), 0.0f);
-    a.lnf_rstd.assign(static_cast<std::size_t>(n), 0.0f);
-    for (std::int64_t t = 0; t < n; ++t) {
-      tf_detail::layernorm_row(&a.lnf[t * C], &a.lnf_mean[t], &a.lnf_rstd[t], x + t * C, P(lnf_g_), P(lnf_b_), C);
       tf_detail::linear_row(logits + t * V, &a.lnf[t * C], P(head_w_), P(head_b_), C, V);
-    }
   }
 
   /// Backward of one row: dlogits (T, V) -> parameter gradients written into g (parameter_count() floats).
-  void backward_row(const row_acts& a, const std::int32_t* tok, const float* dlogits, float* g) const {
-    const std::int64_t n = a.n, C = cfg_.d_model, F = cfg_.d_ff, H = cfg_.n_heads, hd = C / H, V = cfg_.vocab;
+  void backward_row(const tf_detail::row_acts& a, const std::int32_t* tok, const float* dlogits, float* g) const {
+    const std::int64_t n = a.n, C = cfg_.d_model, V = cfg_.vocab;
     if (n == 0) return;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    const auto L = cfg_.n_layers;
-    const float* xlast = L > 0 ? a.layers[L - 1].res2.data() : a.x0.data();
-    std::vector<float> dx(static_cast<std::size_t>(n * C), 0.0f), dln(static_cast<std::size_t>(n * C), 0.0f);
-    for (std::int64_t t = 0; t < n; ++t) {
-      tf_detail::linear_row_backward(&dln[t * C], g + head_w_, g + head_b_, dlogits + t * V, &a.lnf[t * C], P(head_w_), C, V);
-      tf_detail::layernorm_row_backward(&dx[t * C], g + lnf_g_, g + lnf_b_, &dln[t * C], xlast + t * C, P(lnf_g_),
-                                         a.lnf_mean[t], a.lnf_rstd[t], C);
-    }
-    std::vector<float> dres1(static_cast<std::size_t>(n * C)), dfch(static_cast<std::size_t>(n * F)),
-        datty(static_cast<std::size_t>(n * C)), dqkv(static_cast<std::size_t>(n * 3 * C)), dxin(static_cast<std::size_t>(n * C)),
-        dp(static_cast<std::size_t>(n));
-    for (std::int64_t l = L - 1; l >= 0; --l) {
-      const auto& lp = layers_[l];
-      const auto& la = a.layers[l];
-      const float* xin = l > 0 ? a.layers[l - 1].res2.data() : a.x0.data();
-      // res2 = res1 + GELU(LN2(res1) Wfc + bfc) Wfc2 + bfc2, with dx = dL/dres2.
-      dres1 = dx;
-      std::fill(dfch.begin(), dfch.end(), 0.0f);
-      std::fill(dln.begin(), dln.end(), 0.0f);
-      for (std::int64_t t = 0; t < n; ++t) {
-        tf_detail::linear_row_backward(&dfch[t * F], g + lp.fc2_w, g + lp.fc2_b, &dx[t * C], &la.fch_gelu[t * F], P(lp.fc2_w), F, C);
-        for (std::int64_t j = 0; j < F; ++j) dfch[t * F + j] *= tf_detail::gelu_grad(la.fch[t * F + j]);
-        tf_detail::linear_row_backward(&dln[t * C], g + lp.fc_w, g + lp.fc_b, &dfch[t * F], &la.ln2[t * C], P(lp.fc_w), C, F);
-        tf_detail::layernorm_row_backward(&dres1[t * C], g + lp.ln2_g, g + lp.ln2_b, &dln[t * C], &la.res1[t * C], P(lp.ln2_g),
-                                           la.ln2_mean[t], la.ln2_rstd[t], C);
-      }
-      // res1 = xin + attention(LN1(xin)) Wo + bo.
-      dxin = dres1;
-      std::fill(datty.begin(), datty.end(), 0.0f);
-      std::fill(dqkv.begin(), dqkv.end(), 0.0f);
-      std::fill(dln.begin(), dln.end(), 0.0f);
-      for (std::int64_t t = 0; t < n; ++t)
-        tf_detail::linear_row_backward(&datty[t * C], g + lp.proj_w, g + lp.proj_b, &dres1[t * C], &la.atty[t * C], P(lp.proj_w), C, C);
-      for (std::int64_t h = 0; h < H; ++h)
-        for (std::int64_t t = 0; t < n; ++t) {
-          const float* p = &la.att[(h * n + t) * n];
-          const float* dy = &datty[t * C + h * hd];
-          const float* q = &la.qkv[t * 3 * C + h * hd];
-          float* dq = &dqkv[t * 3 * C + h * hd];
-          float pdp = 0;
-          for (std::int64_t s = 0; s <= t; ++s) {
-            const float* v = &la.qkv[s * 3 * C + 2 * C + h * hd];
-            float* dv = &dqkv[s * 3 * C + 2 * C + h * hd];
-            float d = 0;
-            for (std::int64_t i = 0; i < hd; ++i) {
-              d += dy[i] * v[i];
-              dv[i] += p[s] * dy[i];
-            }
-            dp[s] = d;
-            pdp += p[s] * d;
-          }
-          for (std::int64_t s = 0; s <= t; ++s) {
-            const float dz = p[s] * (dp[s] - pdp) * scale;
-            const float* k = &la.qkv[s * 3 * C + C + h * hd];
-            float* dk = &dqkv[s * 3 * C + C + h * hd];
-            for (std::int64_t i = 0; i < hd; ++i) {
-              dq[i] += dz * k[i];
-              dk[i] += dz * q[i];
-            }
-          }
-        }
-      for (std::int64_t t = 0; t < n; ++t) {
-        tf_detail::linear_row_backward(&dln[t * C], g + lp.qkv_w, g + lp.qkv_b, &dqkv[t * 3 * C], &la.ln1[t * C], P(lp.qkv_w), C, 3 * C);
-        tf_detail::layernorm_row_backward(&dxin[t * C], g + lp.ln1_g, g + lp.ln1_b, &dln[t * C], xin + t * C, P(lp.ln1_g),
-                                           la.ln1_mean[t], la.ln1_rstd[t], C);
-      }
-      dx.swap(dxin);
-    }
+    std::vector<float> dln(static_cast<std::size_t>(n * C), 0.0f);
     for (std::int64_t t = 0; t < n; ++t)
-      for (std::int64_t i = 0; i < C; ++i) {
-        g[wte_ + tok[t] * C + i] += dx[t * C + i];
-        g[wpe_ + t * C + i] += dx[t * C + i];
-      }
+      tf_detail::linear_row_backward(&dln[t * C], g + head_w_, g + head_b_, dlogits + t * V, &a.lnf[t * C], P(head_w_), C, V);
+    trunk_.backward(ps_.params.data(), a, tok, dln.data(), g);
   }
 
-  /// The KV cache of one row: keys and values (max_seq, C) per layer.
-  struct kv_cache {
-    std::vector<std::vector<float>> k, v;
-  };
-
-  /// Computes position t of a row from its token and the cache of positions < t (appending this position's keys
-  /// and values), writing the logits (V). The arithmetic is that of forward_row, position for position.
-  void decode(kv_cache& kv, std::int64_t t, std::int32_t token, float* logits) const {
-    const std::int64_t C = cfg_.d_model, F = cfg_.d_ff, H = cfg_.n_heads, hd = C / H, V = cfg_.vocab;
-    const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-    std::vector<float> x(static_cast<std::size_t>(C)), ln(static_cast<std::size_t>(C)), qkv(static_cast<std::size_t>(3 * C)),
-        y(static_cast<std::size_t>(C)), r1(static_cast<std::size_t>(C)), fch(static_cast<std::size_t>(F)),
-        r2(static_cast<std::size_t>(C)), p(static_cast<std::size_t>(t + 1));
-    float mean = 0, rstd = 0;
-    for (std::int64_t i = 0; i < C; ++i) x[i] = P(wte_)[token * C + i] + P(wpe_)[t * C + i];
-    for (std::int64_t l = 0; l < cfg_.n_layers; ++l) {
-      const auto& lp = layers_[l];
-      tf_detail::layernorm_row(ln.data(), &mean, &rstd, x.data(), P(lp.ln1_g), P(lp.ln1_b), C);
-      tf_detail::linear_row(qkv.data(), ln.data(), P(lp.qkv_w), P(lp.qkv_b), C, 3 * C);
-      std::copy(qkv.begin() + C, qkv.begin() + 2 * C, kv.k[l].begin() + t * C);
-      std::copy(qkv.begin() + 2 * C, qkv.end(), kv.v[l].begin() + t * C);
-      for (std::int64_t h = 0; h < H; ++h)
-        tf_detail::attend(&y[h * hd], p.data(), &qkv[h * hd], &kv.k[l][h * hd], &kv.v[l][h * hd], C, t, hd, scale);
-      tf_detail::linear_row(r1.data(), y.data(), P(lp.proj_w), P(lp.proj_b), C, C);
-      for (std::int64_t i = 0; i < C; ++i) r1[i] += x[i];
-      tf_detail::layernorm_row(ln.data(), &mean, &rstd, r1.data(), P(lp.ln2_g), P(lp.ln2_b), C);
-      tf_detail::linear_row(fch.data(), ln.data(), P(lp.fc_w), P(lp.fc_b), C, F);
-      for (auto& f : fch) f = tf_detail::gelu(f);
-      tf_detail::linear_row(r2.data(), fch.data(), P(lp.fc2_w), P(lp.fc2_b), F, C);
-      for (std::int64_t i = 0; i < C; ++i) x[i] = r2[i] + r1[i];
-    }
-    tf_detail::layernorm_row(ln.data(), &mean, &rstd, x.data(), P(lnf_g_), P(lnf_b_), C);
+  /// Position t of a row through the trunk's KV-cached decoder, then the head: the logits (V).
+  void decode(tf_detail::kv_cache& kv, std::int64_t t, std::int32_t token, float* logits) const {
+    const std::int64_t C = cfg_.d_model, V = cfg_.vocab;
+    std::vector<float> ln(static_cast<std::size_t>(C));
+    trunk_.decode(ps_.params.data(), kv, t, token, ln.data());
     tf_detail::linear_row(logits, ln.data(), P(head_w_), P(head_b_), C, V);
   }
 
   void sample_row(sample_batch& out, std::int64_t b, std::int64_t T, const sampling_params& sp, std::int32_t eos_id) const {
-    const std::int64_t C = cfg_.d_model, V = cfg_.vocab;
+    const std::int64_t V = cfg_.vocab;
     std::int64_t len = 0;
     while (len < T && out.mask[b * T + len]) ++len;
-    kv_cache kv;
-    kv.k.assign(static_cast<std::size_t>(cfg_.n_layers), std::vector<float>(static_cast<std::size_t>(cfg_.max_seq * C)));
-    kv.v = kv.k;
+    auto kv = trunk_.new_cache();
     std::vector<float> lg(static_cast<std::size_t>(V)), z(static_cast<std::size_t>(V));
     // Prefill: every prompt position once; the logits of the last one predict the first new token.
     for (std::int64_t t = 0; t < len; ++t) decode(kv, t, out.tokens[b * T + t], lg.data());
@@ -826,12 +915,9 @@ class transformer_lm {
   Backend backend_;
   transformer_config cfg_;
   transformer_options opt_;
-  std::vector<parameter_info> table_;
-  std::vector<layer_params> layers_;
-  std::int64_t total_ = 0, wte_ = 0, wpe_ = 0, lnf_g_ = 0, lnf_b_ = 0, head_w_ = 0, head_b_ = 0;
-  std::vector<float> params_, grads_, m_, v_;
-  float last_norm_ = 0.0f;
-  std::int64_t step_ = 0;
+  tf_detail::trunk trunk_;
+  tf_detail::parameter_store ps_;
+  std::int64_t head_w_ = 0, head_b_ = 0;
 };
 
 }  // namespace cai::models
