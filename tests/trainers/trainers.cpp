@@ -18,7 +18,7 @@
 #include "cai/trainers/reward.hpp"
 #include "cai/trainers/schedule.hpp"
 #include "cai/trainers/sft.hpp"
-#include "file_support.hpp"
+#include "../file_support.hpp"
 
 namespace {
 
