@@ -82,6 +82,31 @@ struct cost_problem {
 
 namespace detail {
 CAI_HD inline double cost_sign(bool is_safe) noexcept { return is_safe ? -1.0 : 1.0; }
+
+/// Accumulates a cost-model batch's loss and metrics in index order (shared by both forms).
+struct cost_metrics_sum {
+  double total = 0.0, acc = 0.0, sacc = 0.0, sl = 0.0, sh = 0.0;
+  /// Pair loss l; end costs cl (safer), ch (unsafer) with their signs gl, gh.
+  void add(double l, double cl, double ch, double gl, double gh) noexcept {
+    total += l;
+    acc += ch > cl ? 1.0 : 0.0;
+    sacc += (gl * cl > 0.0 ? 0.5 : 0.0) + (gh * ch > 0.0 ? 0.5 : 0.0);
+    sl += cl;
+    sh += ch;
+  }
+  cost_model_result finish(std::int64_t n) const noexcept {
+    cost_model_result r;
+    r.count = n;
+    if (n == 0) return r;
+    const double inv = 1.0 / static_cast<double>(n);
+    r.loss = total * inv;
+    r.accuracy = acc * inv;
+    r.sign_accuracy = sacc * inv;
+    r.safer_mean = sl * inv;
+    r.unsafer_mean = sh * inv;
+    return r;
+  }
+};
 }  // namespace detail
 
 namespace generic {
@@ -89,11 +114,9 @@ namespace generic {
 template <bulk_backend B, class R>
 cost_model_result cost_model_loss(const B&, const cost_problem<R>& p) {
   const std::int64_t n = p.in.safer.extent(0);
-  cost_model_result res;
-  res.count = n;
-  if (n == 0) return res;
+  if (n == 0) return detail::cost_metrics_sum{}.finish(0);
   const double inv = 1.0 / static_cast<double>(n);
-  double total = 0.0, acc = 0.0, sacc = 0.0, sl = 0.0, sh = 0.0;
+  detail::cost_metrics_sum sum;
   for (std::int64_t i = 0; i < n; ++i) {
     const double cl = static_cast<double>(p.in.safer(i)), ch = static_cast<double>(p.in.unsafer(i));
     const double gl = detail::cost_sign(p.in.safer_is_safe(i) != 0), gh = detail::cost_sign(p.in.unsafer_is_safe(i) != 0);
@@ -101,21 +124,12 @@ cost_model_result cost_model_loss(const B&, const cost_problem<R>& p) {
     const double dpair = -sigmoid(cl - ch);  // d/dc_h of -ls(c_h - c_l)
     const double dl = -dpair - gl * sigmoid(-gl * cl) + p.l2 * cl;
     const double dh = dpair - gh * sigmoid(-gh * ch) + p.l2 * ch;
-    total += l;
-    acc += ch > cl ? 1.0 : 0.0;
-    sacc += (gl * cl > 0.0 ? 0.5 : 0.0) + (gh * ch > 0.0 ? 0.5 : 0.0);
-    sl += cl;
-    sh += ch;
+    sum.add(l, cl, ch, gl, gh);
     if (p.out.losses.data()) p.out.losses(i) = static_cast<R>(l);
     if (p.out.safer.data()) p.out.safer(i) = static_cast<R>(dl * inv);
     if (p.out.unsafer.data()) p.out.unsafer(i) = static_cast<R>(dh * inv);
   }
-  res.loss = total * inv;
-  res.accuracy = acc * inv;
-  res.sign_accuracy = sacc * inv;
-  res.safer_mean = sl * inv;
-  res.unsafer_mean = sh * inv;
-  return res;
+  return sum.finish(n);
 }
 
 }  // namespace generic
@@ -137,11 +151,9 @@ namespace generic {
 template <bulk_backend B, class R>
 cost_model_result cost_model_tokenwise_loss(const B&, const cost_token_problem<R>& p) {
   const std::int64_t n = p.unsafer.scores.extent(0), T = p.unsafer.scores.extent(1);
-  cost_model_result res;
-  res.count = n;
-  if (n == 0) return res;
+  if (n == 0) return detail::cost_metrics_sum{}.finish(0);
   const double inv = 1.0 / static_cast<double>(n);
-  double total = 0.0, acc = 0.0, sacc = 0.0, sl = 0.0, sh = 0.0;
+  detail::cost_metrics_sum sum;
   for (std::int64_t i = 0; i < n; ++i) {
     const token_slice s = p.slices[i];
     const double k = static_cast<double>(s.end - s.begin), reg = p.l2 / (2.0 * k);
@@ -160,21 +172,12 @@ cost_model_result cost_model_tokenwise_loss(const B&, const cost_token_problem<R
       if (dh_out) dh_out[t] = static_cast<R>(((dpair - gh * sigmoid(-gh * h)) / k + 2.0 * reg * h) * inv);
       if (dl_out) dl_out[t] = static_cast<R>(((-dpair - gl * sigmoid(-gl * c)) / k + 2.0 * reg * c) * inv);
     }
-    total += l;
     const double ch = static_cast<double>(p.unsafer.scores(i, detail::last_counted(p.unsafer.mask, i)));
     const double cl = static_cast<double>(p.safer.scores(i, detail::last_counted(p.safer.mask, i)));
-    acc += ch > cl ? 1.0 : 0.0;
-    sacc += (gl * cl > 0.0 ? 0.5 : 0.0) + (gh * ch > 0.0 ? 0.5 : 0.0);
-    sl += cl;
-    sh += ch;
+    sum.add(l, cl, ch, gl, gh);
     if (p.out.losses.data()) p.out.losses(i) = static_cast<R>(l);
   }
-  res.loss = total * inv;
-  res.accuracy = acc * inv;
-  res.sign_accuracy = sacc * inv;
-  res.safer_mean = sl * inv;
-  res.unsafer_mean = sh * inv;
-  return res;
+  return sum.finish(n);
 }
 
 }  // namespace generic

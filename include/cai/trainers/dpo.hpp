@@ -211,12 +211,7 @@ train_summary train_dpo(P& policy, const Tok& tok, std::span<const preference_re
       const double rate = opt.schedule.lr(sum.steps);
       metric_map m{{"loss", res.loss},          {"accuracy", res.metrics.accuracy}, {"margin", res.metrics.margin},
                    {"chosen", res.metrics.chosen}, {"rejected", res.metrics.rejected}, {"lr", rate}};
-      detail::trn::step_and_record(policy, rate, m);
-      if (sum.steps == 0) sum.first_loss = res.loss;
-      sum.last_loss = res.loss;
-      if (opt.on_metrics) opt.on_metrics(sum.steps, m);
-      ++sum.steps;
-      bar.advance();
+      detail::trn::finish_step(policy, rate, res.loss, m, sum, opt.on_metrics, bar);
     }
   bar.finish();
   return sum;

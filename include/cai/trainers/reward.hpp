@@ -162,12 +162,7 @@ train_summary train_reward_model(M& model, const Tok& tok, std::span<const prefe
       const double lr = opt.schedule.lr(sum.steps);
       metric_map m{{"loss", res.loss},          {"accuracy", res.metrics.accuracy}, {"margin", res.metrics.margin},
                    {"chosen", res.metrics.chosen}, {"rejected", res.metrics.rejected}, {"lr", lr}};
-      detail::trn::step_and_record(model, lr, m);
-      if (sum.steps == 0) sum.first_loss = res.loss;
-      sum.last_loss = res.loss;
-      if (opt.on_metrics) opt.on_metrics(sum.steps, m);
-      ++sum.steps;
-      bar.advance();
+      detail::trn::finish_step(model, lr, res.loss, m, sum, opt.on_metrics, bar);
     }
   bar.finish();
   return sum;

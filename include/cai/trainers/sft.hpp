@@ -178,6 +178,18 @@ void step_and_record(P& p, double lr, metric_map& m) {
   else p.step(lr);
 }
 
+/// The end of every optimiser step of the trainers: step (recording the gradient norm), then the summary, the
+/// metrics callback and the progress line.
+template <class P, class Callback>
+void finish_step(P& p, double lr, double loss, metric_map& m, train_summary& sum, const Callback& on_metrics, progress_line& bar) {
+  step_and_record(p, lr, m);
+  if (sum.steps == 0) sum.first_loss = loss;
+  sum.last_loss = loss;
+  if (on_metrics) on_metrics(sum.steps, m);
+  ++sum.steps;
+  bar.advance();
+}
+
 inline std::int64_t steps_per_epoch(std::size_t n, std::int64_t batch) {
   return (static_cast<std::int64_t>(n) + batch - 1) / batch;
 }
@@ -263,12 +275,7 @@ train_summary train_sft(P& policy, const Tok& tok, std::span<const conversation>
       loss /= static_cast<double>(count);
       const double lr = opt.schedule.lr(sum.steps);
       metric_map m{{"loss", loss}, {"lr", lr}, {"tokens", static_cast<double>(count)}};
-      detail::trn::step_and_record(policy, lr, m);
-      if (sum.steps == 0) sum.first_loss = loss;
-      sum.last_loss = loss;
-      if (opt.on_metrics) opt.on_metrics(sum.steps, m);
-      ++sum.steps;
-      bar.advance();
+      detail::trn::finish_step(policy, lr, loss, m, sum, opt.on_metrics, bar);
     }
   bar.finish();
   return sum;
