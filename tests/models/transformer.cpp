@@ -429,3 +429,65 @@ TEST_CASE("transformer loss_mask selects the scored positions without changing t
       CHECK(hot[static_cast<std::size_t>(r * 6 + t)] == Approx(ref.logp).margin(1e-5));
     }
 }
+
+TEST_CASE("transformer checkpoints resume AdamW training bit for bit and reject damaged files naming the problem",
+          "[models][transformer]") {
+  const cai::models::transformer_config cfg{.vocab = 257, .d_model = 16, .n_heads = 2, .n_layers = 1, .d_ff = 32, .max_seq = 32};
+  const cai::models::transformer_options opt{.init_std = 0.1f, .weight_decay = 0.01f, .max_grad_norm = 1.0f};
+  const std::string ckpt = temp_file("model.ckpt"), weights = temp_file("weights.bin"), bad = temp_file("bad.ckpt");
+  // k = 5 steps, checkpoint, m = 7 more: A. A fresh model (other seed) loads the checkpoint and takes the same 7: B.
+  cai::models::transformer_lm<> a(cfg, cai::host{}, 3, opt);
+  train_pattern(a, 5);
+  a.save_checkpoint(ckpt);
+  CHECK_FALSE(std::filesystem::exists(ckpt + ".tmp"));  // written to .tmp and renamed
+  const auto tail_a = train_pattern(a, 7);
+  cai::models::transformer_lm<> b(cfg, cai::host{}, 99, opt);
+  b.load_checkpoint(ckpt);
+  CHECK(b.steps_taken() == 5);
+  const auto tail_b = train_pattern(b, 7);
+  CHECK(tail_a == tail_b);
+  CHECK(b.steps_taken() == 12);
+  const auto P = static_cast<std::size_t>(a.parameter_count());
+  CHECK(std::memcmp(a.parameters().data(), b.parameters().data(), P * sizeof(float)) == 0);
+  // Weights alone (load) reset the moments and the bias-correction count: the continuation differs.
+  cai::models::transformer_lm<> c(cfg, cai::host{}, 3, opt);
+  train_pattern(c, 5);
+  c.save(weights);
+  cai::models::transformer_lm<> d(cfg, cai::host{}, 99, opt);
+  d.load(weights);
+  train_pattern(d, 7);
+  CHECK(std::memcmp(a.parameters().data(), d.parameters().data(), P * sizeof(float)) != 0);
+
+  const auto good = read_all(ckpt);
+  CHECK(std::memcmp(good.data(), "CAITFLC1", 8) == 0);
+  CHECK(good.size() == 8 + 4 + 48 + 8 + P * 4 + 8 + 2 * P * 4 + 8);
+  auto damaged = [&](auto edit) {
+    auto v = good;
+    edit(v);
+    write_all(bad, v);
+    return bad;
+  };
+  cai::models::transformer_lm<> e(cfg, cai::host{}, 7, opt);
+  train_pattern(e, 2);
+  const std::vector<float> before(e.parameters().begin(), e.parameters().end());
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([](auto& v) { v.resize(v.size() - 5); })), cai::parse_error, "truncated");
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([](auto& v) { v.resize(30); })), cai::parse_error, "truncated");
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([](auto& v) { v[0] = 'X'; })), cai::parse_error, "bad magic", "checkpoint");
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([](auto& v) { v[8] = 2; })), cai::parse_error, "unsupported version");
+  // A flipped bit in the moments (past the parameters) is caught as well as one in the parameters.
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([](auto& v) { v[100] ^= 0x10; })), cai::parse_error, "checksum mismatch");
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([&](auto& v) { v[v.size() - 20] ^= 0x01; })), cai::parse_error,
+                            "checksum mismatch");
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([](auto& v) { v.push_back(0); })), cai::parse_error, "trailing bytes");
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(weights), cai::parse_error, "bad magic", "weights-only", "load()");
+  CAI_REQUIRE_THROWS_NAMING(e.load(ckpt), cai::parse_error, "bad magic", "load_checkpoint()");
+  auto cfg2 = cfg;
+  cfg2.n_layers = 2;
+  cai::models::transformer_lm<> deeper(cfg2);
+  deeper.save_checkpoint(bad);
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(bad), cai::parse_error, "config mismatch", "n_layers");
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(temp_file("does_not_exist.ckpt")), cai::error, "cannot open");
+  CHECK(std::vector<float>(e.parameters().begin(), e.parameters().end()) == before);
+  CHECK(e.steps_taken() == 2);
+  for (const auto& p : {ckpt, weights, bad}) std::filesystem::remove(p);
+}

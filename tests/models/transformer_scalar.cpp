@@ -357,3 +357,49 @@ TEST_CASE("transformer_scalar rejects bad configs and bad input naming the field
   for (float x : m.gradients()) CHECK(x == 0.0f);
   CHECK(m.sequence_scores(empty) == std::vector<float>{0.0f});
 }
+
+TEST_CASE("transformer_scalar checkpoints resume AdamW training bit for bit and reject damaged files naming the problem",
+          "[models][transformer]") {
+  const cai::models::transformer_config cfg{.vocab = 11, .d_model = 16, .n_heads = 2, .n_layers = 1, .d_ff = 32, .max_seq = 16};
+  const cai::models::transformer_options opt{.init_std = 0.1f, .weight_decay = 0.01f, .max_grad_norm = 1.0f};
+  const std::string ckpt = temp_file("model.ckpt"), weights = temp_file("weights.bin"), bad = temp_file("bad.ckpt");
+  cai::models::transformer_scalar<> a(cfg, cai::host{}, 3, opt);
+  regress(a, 4);
+  a.save_checkpoint(ckpt);
+  const auto tail_a = regress(a, 6);
+  cai::models::transformer_scalar<cai::threaded_host> b(cfg, cai::threaded_host(2), 42, opt);  // any backend reads it
+  b.load_checkpoint(ckpt);
+  const auto tail_b = regress(b, 6);
+  CHECK(tail_a == tail_b);
+  CHECK(b.steps_taken() == 10);
+  CHECK(std::memcmp(a.parameters().data(), b.parameters().data(), a.parameters().size() * sizeof(float)) == 0);
+
+  const auto good = read_all(ckpt);
+  CHECK(std::memcmp(good.data(), "CAITSCC1", 8) == 0);
+  auto damaged = [&](auto edit) {
+    auto v = good;
+    edit(v);
+    write_all(bad, v);
+    return bad;
+  };
+  cai::models::transformer_scalar<> e(cfg, cai::host{}, 7, opt);
+  const std::vector<float> before(e.parameters().begin(), e.parameters().end());
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([](auto& v) { v.resize(v.size() - 9); })), cai::parse_error, "truncated");
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([](auto& v) { v[3] ^= 0x01; })), cai::parse_error, "bad magic");
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([](auto& v) { v[8] = 7; })), cai::parse_error, "unsupported version");
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(damaged([](auto& v) { v[v.size() / 2] ^= 0x40; })), cai::parse_error, "checksum mismatch");
+  a.save(weights);
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(weights), cai::parse_error, "bad magic", "weights-only");
+  // The LM's checkpoint (same trunk, other head) is refused by its magic.
+  cai::models::transformer_lm<> lm(cfg);
+  lm.save_checkpoint(bad);
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(bad), cai::parse_error, "bad magic", "transformer_scalar checkpoint");
+  auto cfg2 = cfg;
+  cfg2.max_seq = 12;
+  cai::models::transformer_scalar<> shorter(cfg2);
+  shorter.save_checkpoint(bad);
+  CAI_REQUIRE_THROWS_NAMING(e.load_checkpoint(bad), cai::parse_error, "config mismatch", "max_seq");
+  CHECK(std::vector<float>(e.parameters().begin(), e.parameters().end()) == before);
+  CHECK(e.steps_taken() == 0);
+  for (const auto& p : {ckpt, weights, bad}) std::filesystem::remove(p);
+}

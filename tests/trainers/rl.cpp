@@ -5,6 +5,9 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -13,6 +16,8 @@
 #include "cai/models/transformer_scalar.hpp"
 #include "cai/trainers/ppo.hpp"
 #include "cai/trainers/safe_ppo.hpp"
+#include "../file_support.hpp"
+#include "../support.hpp"
 
 namespace {
 
@@ -238,4 +243,140 @@ TEST_CASE("safe ppo with reward and cost critics runs and reports its metrics", 
   CHECK(tr.optimizer_steps() == 4 * 2 * 2);
   CHECK(error_of([&] { cai::safe_ppo_trainer t2(lm, ref, tok, reward_fn, cost_fn, obj_t{}, o, {}, &rc, &rc); }).find("cost_critic") !=
         std::string::npos);
+}
+
+namespace {
+template <class M>
+bool same_bits(const M& a, const M& b) {
+  return std::memcmp(a.parameters().data(), b.parameters().data(), a.parameters().size() * sizeof(float)) == 0;
+}
+void write_text(const std::filesystem::path& p, const std::string& s) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f << s;
+}
+}  // namespace
+
+TEST_CASE("ppo resumed from saved trainer state and model checkpoints continues bit for bit", "[trainer]") {
+  using obj_t = cai::ppo_objective<cai::pg::ppo_clip, cai::kl::in_reward<cai::kl::k1>, cai::agg::token_mean, cai::adv::gae>;
+  auto o = base_options(2);
+  o.minibatch_size = 2;
+  o.adaptive_kl = cai::adaptive_kl_controller({.init = 0.2, .target = 1.0, .horizon = 40, .error_clip = 0.2});
+  const lm_t ref(tiny, cai::host{}, 3);
+  cai_test::temp_file state("rl", "ppo_state"), pol("rl", "ppo_policy"), crit("rl", "ppo_critic");
+  // k = 2 iterations, save, m = 2 more: A.
+  lm_t a(tiny, cai::host{}, 3);
+  vm_t ca(tiny, cai::host{}, 5);
+  cai::ppo_trainer ta(a, ref, tok, reward_fn, obj_t{}, o, &ca);
+  for (int i = 0; i < 2; ++i) ta.iterate(prompts);
+  ta.save_state(state.path);
+  a.save_checkpoint(pol.path);
+  ca.save_checkpoint(crit.path);
+  CHECK_FALSE(std::filesystem::exists(state.path.string() + ".tmp"));
+  std::vector<double> betas_a;
+  for (int i = 0; i < 2; ++i) betas_a.push_back(ta.iterate(prompts).at("beta"));
+  // Fresh models and trainer: restore, then the same m iterations: B.
+  lm_t b(tiny, cai::host{}, 30);
+  vm_t cb(tiny, cai::host{}, 50);
+  b.load_checkpoint(pol.path);
+  cb.load_checkpoint(crit.path);
+  cai::ppo_trainer tb(b, ref, tok, reward_fn, obj_t{}, o, &cb);
+  tb.load_state(state.path);
+  CHECK(tb.iterations() == 2);
+  CHECK(tb.optimizer_steps() == 2 * 2 * 2);
+  CHECK(tb.options().adaptive_kl->value() != 0.2);  // the controller's beta, not its init
+  std::vector<double> betas_b;
+  for (int i = 0; i < 2; ++i) betas_b.push_back(tb.iterate(prompts).at("beta"));
+  CHECK(betas_a == betas_b);
+  CHECK(same_bits(a, b));
+  CHECK(same_bits(ca, cb));
+  CHECK(ta.optimizer_steps() == tb.optimizer_steps());
+  // Without the trainer state the continuation differs (the iteration keys the sampling seed).
+  lm_t c(tiny, cai::host{}, 3);
+  vm_t cc(tiny, cai::host{}, 5);
+  c.load_checkpoint(pol.path);
+  cc.load_checkpoint(crit.path);
+  cai::ppo_trainer tc(c, ref, tok, reward_fn, obj_t{}, o, &cc);
+  for (int i = 0; i < 2; ++i) tc.iterate(prompts);
+  CHECK_FALSE(same_bits(a, c));
+}
+
+TEST_CASE("safe ppo resumed from saved state, multiplier included, continues bit for bit", "[trainer]") {
+  using obj_t = cai::ppo_objective<cai::pg::ppo_clip, cai::kl::in_reward<cai::kl::k1>, cai::agg::token_mean, cai::adv::gae>;
+  auto o = base_options(2);
+  o.minibatch_size = 2;
+  const cai::lagrange_options lo{.lambda_init = 1.0, .lambda_lr = 0.5, .threshold = 0.05, .window = 6};
+  const lm_t ref(tiny, cai::host{}, 3);
+  cai_test::temp_file state("rl", "safe_state"), pol("rl", "safe_policy"), rcf("rl", "safe_rc"), ccf("rl", "safe_cc");
+  lm_t a(tiny, cai::host{}, 3);
+  vm_t ra(tiny, cai::host{}, 5), cost_a(tiny, cai::host{}, 6);
+  cai::safe_ppo_trainer ta(a, ref, tok, reward_fn, cost_fn, obj_t{}, o, lo, &ra, &cost_a);
+  for (int i = 0; i < 3; ++i) ta.iterate(prompts);
+  ta.save_state(state.path);
+  a.save_checkpoint(pol.path);
+  ra.save_checkpoint(rcf.path);
+  cost_a.save_checkpoint(ccf.path);
+  std::vector<double> lambdas_a;
+  for (int i = 0; i < 2; ++i) lambdas_a.push_back(ta.iterate(prompts).at("lambda"));
+
+  lm_t b(tiny, cai::host{}, 31);
+  vm_t rb(tiny, cai::host{}, 51), cost_b(tiny, cai::host{}, 61);
+  b.load_checkpoint(pol.path);
+  rb.load_checkpoint(rcf.path);
+  cost_b.load_checkpoint(ccf.path);
+  cai::safe_ppo_trainer tb(b, ref, tok, reward_fn, cost_fn, obj_t{}, o, lo, &rb, &cost_b);
+  tb.load_state(state.path);
+  CHECK(tb.iterations() == 3);
+  CHECK(tb.multiplier().state().window.size() == 6);  // 3 iterations x 4 rows, the last 6 kept
+  std::vector<double> lambdas_b;
+  for (int i = 0; i < 2; ++i) lambdas_b.push_back(tb.iterate(prompts).at("lambda"));
+  CHECK(lambdas_a == lambdas_b);
+  CHECK(ta.multiplier().log_lambda() == tb.multiplier().log_lambda());
+  CHECK(same_bits(a, b));
+  CHECK(same_bits(ra, rb));
+  CHECK(same_bits(cost_a, cost_b));
+}
+
+TEST_CASE("rl trainer state files are checked before anything changes", "[trainer]") {
+  using obj_t = cai::ppo_objective<cai::pg::ppo_clip, cai::kl::none, cai::agg::token_mean, cai::adv::grpo>;
+  lm_t lm(tiny, cai::host{}, 3);
+  const lm_t ref(tiny, cai::host{}, 3);
+  cai_test::temp_file ppo_state("rl", "bad_ppo"), safe_state("rl", "bad_safe"), bad("rl", "bad_state");
+  cai::ppo_trainer tp(lm, ref, tok, reward_fn, obj_t{}, base_options(2));
+  tp.iterate(prompts);
+  tp.save_state(ppo_state.path);
+  cai::safe_ppo_trainer ts(lm, ref, tok, reward_fn, cost_fn, obj_t{}, base_options(2), {.window = 8});
+  ts.iterate(prompts);
+  ts.save_state(safe_state.path);
+
+  cai::ppo_trainer fresh(lm, ref, tok, reward_fn, obj_t{}, base_options(2));
+  cai::safe_ppo_trainer fresh_safe(lm, ref, tok, reward_fn, cost_fn, obj_t{}, base_options(2), {.window = 2});
+  write_text(bad.path, "{\"format\": ");
+  const std::string bad_name = bad.path.string();
+  CAI_REQUIRE_THROWS_NAMING(fresh.load_state(bad.path), cai::parse_error, bad_name.c_str(), "not valid JSON");
+  auto j = nlohmann::json::parse(cai_test::slurp(ppo_state.path));
+  j["iteration"] = -1;
+  write_text(bad.path, j.dump());
+  CAI_REQUIRE_THROWS_NAMING(fresh.load_state(bad.path), cai::parse_error, "\"iteration\"");
+  j = nlohmann::json::parse(cai_test::slurp(ppo_state.path));
+  j.erase("optimizer_steps");
+  write_text(bad.path, j.dump());
+  CAI_REQUIRE_THROWS_NAMING(fresh.load_state(bad.path), cai::parse_error, "\"optimizer_steps\"", "missing");
+  // Another trainer's state, and a state with an adaptive beta for a trainer without a controller.
+  CAI_REQUIRE_THROWS_NAMING(fresh.load_state(safe_state.path), cai::invalid_argument, "'path'", "safe_ppo");
+  CAI_REQUIRE_THROWS_NAMING(fresh_safe.load_state(ppo_state.path), cai::invalid_argument, "'path'", "ppo trainer");
+  j = nlohmann::json::parse(cai_test::slurp(ppo_state.path));
+  j["adaptive_kl_beta"] = 0.3;
+  write_text(bad.path, j.dump());
+  CAI_REQUIRE_THROWS_NAMING(fresh.load_state(bad.path), cai::invalid_argument, "'path'", "adaptive");
+  // A safe state whose window (4 costs) exceeds this multiplier's window (2): lagrange_multiplier::restore refuses it.
+  CAI_REQUIRE_THROWS_NAMING(fresh_safe.load_state(safe_state.path), cai::invalid_argument, "window");
+  j = nlohmann::json::parse(cai_test::slurp(safe_state.path));
+  j["lagrange"]["window"] = "many";
+  write_text(bad.path, j.dump());
+  CAI_REQUIRE_THROWS_NAMING(fresh_safe.load_state(bad.path), cai::parse_error, "\"window\"");
+  CHECK(fresh.iterations() == 0);
+  CHECK(fresh_safe.iterations() == 0);
+  CHECK(fresh_safe.multiplier().state().window.empty());
+  CAI_REQUIRE_THROWS_NAMING(fresh.load_state(std::filesystem::temp_directory_path() / "cai_no_such_state.json"), cai::error,
+                            "cannot open");
 }

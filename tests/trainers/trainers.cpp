@@ -4,6 +4,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <span>
 #include <string>
@@ -19,6 +22,7 @@
 #include "cai/trainers/schedule.hpp"
 #include "cai/trainers/sft.hpp"
 #include "../file_support.hpp"
+#include "../support.hpp"
 
 namespace {
 
@@ -89,6 +93,39 @@ std::vector<cai::preference_record> keyword_pairs(std::optional<double> label = 
   for (const char* t : topics)
     v.push_back({{{"user", std::string("tell me about ") + t}}, std::string("yes, ") + t + " ok", std::string("no, ") + t + " hm", label});
   return v;
+}
+
+/// A per-process directory under the temp directory, removed (with its contents) on scope exit.
+struct temp_dir {
+  std::filesystem::path path;
+  explicit temp_dir(const std::string& stem)
+      : path(std::filesystem::temp_directory_path() / ("cai_test_ckpt_" + stem + "_" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(path);
+  }
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+};
+
+/// What an on_metrics callback throws to simulate a killed process.
+struct killed {};
+
+template <class M>
+bool same_bits(const M& a, const M& b) {
+  return a.parameters().size() == b.parameters().size() &&
+         std::memcmp(a.parameters().data(), b.parameters().data(), a.parameters().size() * sizeof(float)) == 0;
+}
+
+nlohmann::json read_sidecar(const std::filesystem::path& dir) {
+  std::ifstream f(dir / "trainer.json");
+  return nlohmann::json::parse(f);
+}
+void write_text(const std::filesystem::path& p, const std::string& s) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f << s;
 }
 
 }  // namespace
@@ -368,4 +405,248 @@ TEST_CASE("DPO rejects bad input with errors naming the argument", "[trainer]") 
   data = keyword_pairs();
   CHECK_THAT(error_of([&] { cai::train_dpo(lm, tok, std::span<const cai::preference_record>(data), cai::dpo::sigmoid{}, wrong); }),
              Catch::Contains("reference"));
+}
+
+// ----- checkpoint / resume and shuffling (cai/trainers/checkpoint.hpp) ------------------------------------------------
+
+TEST_CASE("the shuffled epoch order is a seeded permutation that changes with the epoch", "[trainer]") {
+  const auto a = cai::detail::trn::epoch_order(50, 0, true, 7), b = cai::detail::trn::epoch_order(50, 0, true, 7);
+  const auto c = cai::detail::trn::epoch_order(50, 1, true, 7), d = cai::detail::trn::epoch_order(50, 0, true, 8);
+  CHECK(a == b);
+  CHECK(a != c);
+  CHECK(a != d);
+  auto sorted = a;
+  std::sort(sorted.begin(), sorted.end());
+  for (std::int64_t i = 0; i < 50; ++i) CHECK(sorted[static_cast<std::size_t>(i)] == i);
+  const auto in_order = cai::detail::trn::epoch_order(5, 3, false, 7);
+  CHECK(in_order == std::vector<std::int64_t>{0, 1, 2, 3, 4});
+}
+
+TEST_CASE("shuffled SFT, reward and DPO runs differ from in-order runs and are deterministic for the seed", "[trainer]") {
+  const auto conv = sft_data();
+  const auto pairs = keyword_pairs();
+  const std::span<const cai::conversation> c(conv);
+  const std::span<const cai::preference_record> p(pairs);
+  const auto sft = [&](bool shuffle, std::uint64_t seed) {
+    lm_t m(tiny, cai::host{}, 5);
+    cai::train_sft(m, tok, c, {.batch_size = 2, .epochs = 2, .schedule = cai::constant_schedule(1e-2), .shuffle_seed = seed, .shuffle = shuffle});
+    return m;
+  };
+  CHECK(same_bits(sft(true, 1), sft(true, 1)));
+  CHECK_FALSE(same_bits(sft(true, 1), sft(false, 1)));
+  CHECK_FALSE(same_bits(sft(true, 1), sft(true, 2)));
+  const auto reward = [&](bool shuffle, std::uint64_t seed) {
+    rm_t m(tiny, cai::host{}, 5);
+    cai::train_reward_model(m, tok, p, {.batch_size = 3, .epochs = 2, .schedule = cai::constant_schedule(1e-2), .shuffle_seed = seed, .shuffle = shuffle});
+    return m;
+  };
+  CHECK(same_bits(reward(true, 1), reward(true, 1)));
+  CHECK_FALSE(same_bits(reward(true, 1), reward(false, 1)));
+  const auto dpo = [&](bool shuffle, std::uint64_t seed) {
+    lm_t m(tiny, cai::host{}, 5);
+    cai::train_dpo(m, tok, p, cai::dpo::sigmoid{.beta = 0.5},
+                   {.batch_size = 3, .epochs = 2, .schedule = cai::constant_schedule(1e-2), .shuffle_seed = seed, .shuffle = shuffle});
+    return m;
+  };
+  CHECK(same_bits(dpo(true, 1), dpo(true, 1)));
+  CHECK_FALSE(same_bits(dpo(true, 1), dpo(false, 1)));
+}
+
+TEST_CASE("SFT killed mid-epoch and resumed from its checkpoint ends with the uninterrupted run's parameters and summary",
+          "[trainer]") {
+  const auto data = sft_data();
+  const std::span<const cai::conversation> d(data);
+  // 4 records, batch 1, 2 epochs: 8 steps; checkpoints after steps 2, 4, 6, 8; the kill comes during step 3.
+  cai::sft_options o{.batch_size = 1, .epochs = 2, .schedule = cai::cosine_schedule(1e-2, 2, 8), .shuffle_seed = 3, .shuffle = true};
+  lm_t a(tiny, cai::host{}, 5);
+  const auto sa = cai::train_sft(a, tok, d, o);
+  temp_dir dir("sft");
+  o.checkpoint = {.path = dir.path, .every = 2};
+  o.on_metrics = [](std::int64_t step, const cai::metric_map&) {
+    if (step == 3) throw killed{};
+  };
+  {
+    lm_t first(tiny, cai::host{}, 5);
+    REQUIRE_THROWS_AS(cai::train_sft(first, tok, d, o), killed);
+  }
+  const auto side = read_sidecar(dir.path);
+  CHECK(side["step"] == 2);
+  CHECK(side["trainer"] == "sft");
+  CHECK(std::filesystem::exists(dir.path / "model-2.ckpt"));
+  CHECK_FALSE(std::filesystem::exists(dir.path / "trainer.json.tmp"));
+  std::vector<std::int64_t> seen;
+  o.on_metrics = [&](std::int64_t step, const cai::metric_map&) { seen.push_back(step); };
+  lm_t b(tiny, cai::host{}, 77);  // a fresh process: other initial weights, replaced by the checkpoint's
+  const auto sb = cai::train_sft(b, tok, d, o);
+  CHECK(seen == std::vector<std::int64_t>{2, 3, 4, 5, 6, 7});  // done steps are skipped, not recomputed
+  CHECK(sb.steps == sa.steps);
+  CHECK(sb.first_loss == sa.first_loss);
+  CHECK(sb.last_loss == sa.last_loss);
+  CHECK(same_bits(a, b));
+  CHECK(b.steps_taken() == 8);
+  // Only the latest model file is kept.
+  CHECK(std::filesystem::exists(dir.path / "model-8.ckpt"));
+  CHECK_FALSE(std::filesystem::exists(dir.path / "model-6.ckpt"));
+  // A finished run resumes to its end at once: the model is loaded, nothing is trained.
+  seen.clear();
+  lm_t c(tiny, cai::host{}, 78);
+  const auto sc = cai::train_sft(c, tok, d, o);
+  CHECK(seen.empty());
+  CHECK(sc.steps == 8);
+  CHECK(sc.last_loss == sa.last_loss);
+  CHECK(same_bits(a, c));
+}
+
+TEST_CASE("reward training killed after an epoch boundary and resumed ends with the uninterrupted run's parameters",
+          "[trainer]") {
+  const auto data = keyword_pairs();
+  const std::span<const cai::preference_record> d(data);
+  // 8 pairs, batch 3 (3 + 3 + 2), 2 epochs: 6 steps; checkpoints after steps 2, 4, 6; the kill comes during step 5.
+  cai::reward_options o{.batch_size = 3, .epochs = 2, .schedule = cai::linear_schedule(1e-2, 1, 6), .shuffle_seed = 9, .shuffle = true};
+  rm_t a(tiny, cai::host{}, 11);
+  const auto sa = cai::train_reward_model(a, tok, d, o);
+  temp_dir dir("reward");
+  o.checkpoint = {.path = dir.path, .every = 2};
+  o.on_metrics = [](std::int64_t step, const cai::metric_map&) {
+    if (step == 5) throw killed{};
+  };
+  {
+    rm_t first(tiny, cai::host{}, 11);
+    REQUIRE_THROWS_AS(cai::train_reward_model(first, tok, d, o), killed);
+  }
+  const auto side = read_sidecar(dir.path);
+  CHECK(side["step"] == 4);
+  CHECK(side["epoch"] == 1);
+  o.on_metrics = {};
+  rm_t b(tiny, cai::host{}, 12);
+  const auto sb = cai::train_reward_model(b, tok, d, o);
+  CHECK(sb.steps == sa.steps);
+  CHECK(sb.first_loss == sa.first_loss);
+  CHECK(sb.last_loss == sa.last_loss);
+  CHECK(same_bits(a, b));
+}
+
+TEST_CASE("DPO killed and resumed ends with the uninterrupted run's parameters without re-running the reference",
+          "[trainer]") {
+  const auto data = keyword_pairs();
+  const std::span<const cai::preference_record> d(data);
+  const lm_t frozen(tiny, cai::host{}, 21);
+  // 8 pairs, batch 4, 3 epochs: 6 steps; checkpoints after 2, 4, 6; the kill comes during step 3.
+  cai::dpo_train_options o{.batch_size = 4, .epochs = 3, .schedule = cai::constant_schedule(1e-2), .shuffle_seed = 4, .shuffle = true};
+  lm_t a(tiny, cai::host{}, 21);
+  counting_reference ra{&frozen};
+  const auto sa = cai::train_dpo(a, ra, tok, d, cai::dpo::sigmoid{.beta = 0.5}, o);
+  CHECK(ra.forwards == 4);
+
+  SECTION("with an explicit reference cache") {
+    temp_dir dir("dpo");
+    cai_test::temp_file cache("trainers", "dpo_resume_ref");
+    o.reference_cache = cache.path;
+    o.checkpoint = {.path = dir.path, .every = 2};
+    o.on_metrics = [](std::int64_t step, const cai::metric_map&) {
+      if (step == 3) throw killed{};
+    };
+    {
+      lm_t first(tiny, cai::host{}, 21);
+      counting_reference r1{&frozen};
+      REQUIRE_THROWS_AS(cai::train_dpo(first, r1, tok, d, cai::dpo::sigmoid{.beta = 0.5}, o), killed);
+      CHECK(r1.forwards == 4);
+    }
+    CHECK(read_sidecar(dir.path)["step"] == 2);
+    o.on_metrics = {};
+    lm_t b(tiny, cai::host{}, 21);
+    counting_reference r2{&frozen};
+    const auto sb = cai::train_dpo(b, r2, tok, d, cai::dpo::sigmoid{.beta = 0.5}, o);
+    CHECK(r2.forwards == 0);
+    CHECK(sb.steps == sa.steps);
+    CHECK(sb.first_loss == sa.first_loss);
+    CHECK(sb.last_loss == sa.last_loss);
+    CHECK(same_bits(a, b));
+  }
+  SECTION("with the policy's own copy as reference: the log-probs are cached in the checkpoint directory") {
+    temp_dir dir("dpo_self");
+    o.checkpoint = {.path = dir.path, .every = 2};
+    o.on_metrics = [](std::int64_t step, const cai::metric_map&) {
+      if (step == 3) throw killed{};
+    };
+    lm_t first(tiny, cai::host{}, 21);
+    REQUIRE_THROWS_AS(cai::train_dpo(first, tok, d, cai::dpo::sigmoid{.beta = 0.5}, o), killed);
+    CHECK(std::filesystem::exists(dir.path / "reference_logps.jsonl"));
+    // Resuming in the same process with the half-trained model: its copy would be a wrong reference, the cache is not.
+    o.on_metrics = {};
+    const auto sb = cai::train_dpo(first, tok, d, cai::dpo::sigmoid{.beta = 0.5}, o);
+    CHECK(sb.last_loss == sa.last_loss);
+    CHECK(same_bits(a, first));
+  }
+}
+
+TEST_CASE("trainer checkpoints reject bad options and foreign or damaged sidecars naming the problem", "[trainer]") {
+  const auto data = sft_data();
+  const std::span<const cai::conversation> d(data);
+  lm_t lm(tiny, cai::host{}, 1);
+  CHECK_THAT(error_of([&] { cai::train_sft(lm, tok, d, {.checkpoint = {.path = "x", .every = -1}}); }), Catch::Contains("checkpoint.every"));
+  CHECK_THAT(error_of([&] { cai::train_sft(lm, tok, d, {.checkpoint = {.path = {}, .every = 1}}); }), Catch::Contains("checkpoint.path"));
+  spy_policy spy{&lm, {}, {}};
+  static_assert(!cai::checkpointable<spy_policy>);
+  static_assert(cai::checkpointable<lm_t> && cai::checkpointable<rm_t>);
+  CHECK_THAT(error_of([&] { cai::train_sft(spy, tok, d, {.checkpoint = {.path = "x", .every = 2}}); }),
+             Catch::Contains("'checkpoint'") && Catch::Contains("save_checkpoint"));
+  CHECK(spy.dlogp.empty());  // refused before any step
+  const auto pairs = keyword_pairs();
+  const std::span<const cai::preference_record> p(pairs);
+  CHECK_THAT(error_of([&] { cai::train_dpo(lm, tok, p, cai::dpo::sigmoid{}, {.checkpoint = {.path = "x", .every = -3}}); }),
+             Catch::Contains("checkpoint.every"));
+  rm_t rm(tiny, cai::host{}, 1);
+  CHECK_THAT(error_of([&] { cai::train_reward_model(rm, tok, p, {.checkpoint = {.path = "x", .every = -1}}); }),
+             Catch::Contains("checkpoint.every"));
+
+  temp_dir dir("bad");
+  const cai::sft_options o{.batch_size = 1, .epochs = 2, .checkpoint = {.path = dir.path, .every = 2}};
+  cai::train_sft(lm, tok, d, o);  // a finished 8-step run
+  const auto side = dir.path / "trainer.json";
+  const auto good = cai_test::slurp(side);
+  // The same directory for a shorter run: its step 8 exceeds this run's 4 steps.
+  auto shorter = o;
+  shorter.epochs = 1;
+  CHECK_THAT(error_of([&] { cai::train_sft(lm, tok, d, shorter); }),
+             Catch::Contains("checkpoint.path") && Catch::Contains("total_steps = 4") && Catch::Contains("step 8"));
+  auto other_batch = o;
+  other_batch.batch_size = 2;
+  CHECK_THAT(error_of([&] { cai::train_sft(lm, tok, d, other_batch); }), Catch::Contains("checkpoint.path") && Catch::Contains("batch_size"));
+  auto shuffled = o;
+  shuffled.shuffle = true;
+  CHECK_THAT(error_of([&] { cai::train_sft(lm, tok, d, shuffled); }), Catch::Contains("shuffle"));
+  rm_t rm2(tiny, cai::host{}, 1);
+  CHECK_THAT(error_of([&] {
+               cai::train_reward_model(rm2, tok, std::span<const cai::preference_record>(pairs.data(), 4),
+                                       {.batch_size = 1, .epochs = 2, .checkpoint = {.path = dir.path, .every = 2}});
+             }),
+             Catch::Contains("checkpoint.path") && Catch::Contains("trainer \"sft\""));
+  // Damaged sidecars: parse errors naming the file.
+  const std::vector<float> before(lm.parameters().begin(), lm.parameters().end());
+  write_text(side, "{\"format\": \"cai.trainer_checkpoint\", \"step\": ");
+  CAI_REQUIRE_THROWS_NAMING(cai::train_sft(lm, tok, d, o), cai::parse_error, "trainer.json", "not valid JSON");
+  write_text(side, "[1, 2]");
+  CAI_REQUIRE_THROWS_NAMING(cai::train_sft(lm, tok, d, o), cai::parse_error, "trainer.json", "JSON object");
+  auto j = nlohmann::json::parse(good);
+  j.erase("step");
+  write_text(side, j.dump());
+  CAI_REQUIRE_THROWS_NAMING(cai::train_sft(lm, tok, d, o), cai::parse_error, "trainer.json", "\"step\"", "missing");
+  j = nlohmann::json::parse(good);
+  j["model"] = "../elsewhere.ckpt";
+  write_text(side, j.dump());
+  CAI_REQUIRE_THROWS_NAMING(cai::train_sft(lm, tok, d, o), cai::parse_error, "\"model\"");
+  j = nlohmann::json::parse(good);
+  j["epoch"] = 0;
+  write_text(side, j.dump());
+  CAI_REQUIRE_THROWS_NAMING(cai::train_sft(lm, tok, d, o), cai::parse_error, "\"epoch\"");
+  // A damaged model file named by a good sidecar: the model's own parse error.
+  write_text(side, good);
+  {
+    std::fstream f(dir.path / "model-8.ckpt", std::ios::binary | std::ios::in | std::ios::out);
+    f.seekp(200);
+    f.put('\x7f');
+  }
+  CAI_REQUIRE_THROWS_NAMING(cai::train_sft(lm, tok, d, o), cai::parse_error, "model-8.ckpt", "checksum mismatch");
+  CHECK(std::vector<float>(lm.parameters().begin(), lm.parameters().end()) == before);
 }

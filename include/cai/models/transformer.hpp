@@ -47,12 +47,21 @@
 // checksum, and throws cai::parse_error naming the problem; the model is unchanged on failure. Optimiser state is
 // not saved.
 //
+// Checkpoint format (save_checkpoint / load_checkpoint): the full training state, so that training resumed from it
+// takes bit-identical steps (AdamW's moments and its step count, which sets the bias correction, included):
+//   "CAITFLC1" | u32 version 1 | the 6 config fields | u64 parameter count | parameters | i64 steps taken
+//   | m floats | v floats (both in parameter order) | u64 FNV-1a 64 of all bytes before it.
+// load_checkpoint() applies load()'s checks in the same order (a weights file is refused by its magic, with a hint)
+// and leaves the model unchanged on failure. Both writers are atomic: bytes go to path + ".tmp", renamed over path.
+// transformer_options (betas, eps, decay, clipping) are not saved: build the resuming model with the same ones.
+//
 // Template parameter: Backend satisfies cai::bulk_backend (cai::host, cai::threaded_host).
 //
 // Code layout: everything but the vocabulary head lives in tf_detail and is shared with
 // cai::models::transformer_scalar (cai/models/transformer_scalar.hpp): tf_detail::trunk (embeddings, blocks,
 // final LayerNorm: forward to LNf(h), backward from dL/dLNf(h), KV-cached decode) and tf_detail::parameter_store
-// (parameter table, initialisation, per-row gradient reduction, AdamW, the file format under a model's magic).
+// (parameter table, initialisation, per-row gradient reduction, AdamW, and one serializer for both file formats —
+// weights, or weights plus optimizer state — under a model's magics).
 //
 //   cai::models::transformer_lm<> lm({.vocab = 257, .d_model = 64, .n_heads = 4, .n_layers = 2, .d_ff = 256,
 //                                     .max_seq = 128}, cai::host{}, /*seed=*/1);
@@ -65,12 +74,14 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -377,10 +388,20 @@ struct parameter_store {
   }
 
   static constexpr std::uint32_t version = 1;
+  static constexpr std::size_t header_bytes = 8 + 4 + 6 * 8 + 8;
 
-  /// Writes magic (8 bytes) | version | config | count | parameters | FNV-1a 64 (the header comment's format).
-  void save(const std::string& path, const char* magic, const transformer_config& cfg, std::string_view call) const {
+  /// The bytes after the header: the parameters, then (with optimizer state) the step count and both moments.
+  std::size_t payload_bytes(bool with_optimizer) const noexcept {
+    return params.size() * sizeof(float) + (with_optimizer ? 8 + 2 * params.size() * sizeof(float) : 0);
+  }
+
+  /// Writes magic (8 bytes) | version | config | count | parameters [| steps | m | v] | FNV-1a 64 (the header
+  /// comment's format; the bracketed part with_optimizer, under a checkpoint magic). The bytes go to path + ".tmp",
+  /// which is then renamed over `path`, so a reader (or a run killed mid-write) never sees a half-written file.
+  void save(const std::string& path, const char* magic, const transformer_config& cfg, std::string_view call,
+            bool with_optimizer = false) const {
     std::vector<unsigned char> buf;
+    buf.reserve(header_bytes + payload_bytes(with_optimizer) + 8);
     auto put = [&](const void* p, std::size_t n) {
       const auto* c = static_cast<const unsigned char*>(p);
       buf.insert(buf.end(), c, c + n);
@@ -391,25 +412,44 @@ struct parameter_store {
     const auto count = static_cast<std::uint64_t>(params.size());
     put(&count, 8);
     put(params.data(), params.size() * sizeof(float));
+    if (with_optimizer) {
+      put(&steps, 8);
+      put(m.data(), m.size() * sizeof(float));
+      put(v.data(), v.size() * sizeof(float));
+    }
     const std::uint64_t sum = fnv1a(buf.data(), buf.size());
     put(&sum, 8);
-    std::ofstream f(path, std::ios::binary | std::ios::trunc);
-    if (!f) detail::fail(call, detail::concat("cannot open '", path, "' for writing"));
-    f.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
-    if (!f) detail::fail(call, detail::concat("cannot write '", path, "'"));
+    const std::string tmp = path + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+      if (!f) detail::fail(call, detail::concat("cannot open '", tmp, "' for writing"));
+      f.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
+      f.close();
+      if (!f) detail::fail(call, detail::concat("cannot write '", tmp, "'"));
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    if (ec) detail::fail(call, detail::concat("cannot rename '", tmp, "' to '", path, "': ", ec.message()));
   }
 
-  /// Reads a file written by save() with the same magic and config into params (unchanged on failure); resets
-  /// the AdamW moments and the step count. `kind` names the model in the bad-magic message.
+  /// Reads a file written by save() with the same magic, config and with_optimizer flag into params (and, with
+  /// optimizer state, m, v and steps); everything is checked before anything is copied, so the store is unchanged
+  /// on failure. A weights-only load resets the AdamW moments and the step count. `kind` names the file type in the
+  /// bad-magic message; a file carrying `sibling_magic` (the other file type of the same model) gets `sibling_hint`
+  /// instead, since passing a weights file to load_checkpoint (or the reverse) is the likely mistake.
   void load(const std::string& path, const char* magic, std::string_view kind, const transformer_config& cfg,
-            std::string_view call) {
+            std::string_view call, bool with_optimizer = false, const char* sibling_magic = nullptr,
+            std::string_view sibling_hint = {}) {
     std::ifstream f(path, std::ios::binary);
     if (!f) detail::fail(call, detail::concat("cannot open '", path, "'"));
     const std::vector<unsigned char> buf((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    const std::size_t header = 8 + 4 + 6 * 8 + 8;
+    const std::size_t header = header_bytes;
     auto bad = [&](const std::string& what) { detail::fail<parse_error>(call, detail::concat("'", path, "': ", what)); };
     if (buf.size() < header) bad(detail::concat("truncated file (", buf.size(), " bytes, the header alone is ", header, ")"));
-    if (std::memcmp(buf.data(), magic, 8) != 0) bad(detail::concat("bad magic (not a cai ", kind, " file)"));
+    if (std::memcmp(buf.data(), magic, 8) != 0) {
+      if (sibling_magic && std::memcmp(buf.data(), sibling_magic, 8) == 0) bad(detail::concat("bad magic (", sibling_hint, ")"));
+      bad(detail::concat("bad magic (not a cai ", kind, " file)"));
+    }
     std::uint32_t ver = 0;
     std::memcpy(&ver, buf.data() + 8, 4);
     if (ver != version) bad(detail::concat("unsupported version ", ver, " (this build reads version ", version, ")"));
@@ -423,16 +463,28 @@ struct parameter_store {
     std::uint64_t count = 0;
     std::memcpy(&count, buf.data() + 60, 8);
     if (count != params.size()) bad(detail::concat("config mismatch: parameter count ", count, " in the file, ", params.size(), " in this model"));
-    const std::size_t size = header + params.size() * sizeof(float) + 8;
+    const std::size_t size = header + payload_bytes(with_optimizer) + 8;
     if (buf.size() < size) bad(detail::concat("truncated file (", buf.size(), " bytes, expected ", size, ")"));
     if (buf.size() > size) bad(detail::concat("trailing bytes (", buf.size(), " bytes, expected ", size, ")"));
     std::uint64_t sum = 0;
     std::memcpy(&sum, buf.data() + size - 8, 8);
     if (sum != fnv1a(buf.data(), size - 8)) bad("checksum mismatch (corrupted file)");
-    std::memcpy(params.data(), buf.data() + header, params.size() * sizeof(float));
-    std::fill(m.begin(), m.end(), 0.0f);
-    std::fill(v.begin(), v.end(), 0.0f);
-    steps = 0;
+    const std::size_t pbytes = params.size() * sizeof(float);
+    std::int64_t file_steps = 0;
+    if (with_optimizer) {
+      std::memcpy(&file_steps, buf.data() + header + pbytes, 8);
+      // The checksum passed, so a negative count was written that way: refuse it rather than resume from it.
+      if (file_steps < 0) bad(detail::concat("bad step count ", file_steps));
+    }
+    std::memcpy(params.data(), buf.data() + header, pbytes);
+    if (with_optimizer) {
+      std::memcpy(m.data(), buf.data() + header + pbytes + 8, pbytes);
+      std::memcpy(v.data(), buf.data() + header + 2 * pbytes + 8, pbytes);
+    } else {
+      std::fill(m.begin(), m.end(), 0.0f);
+      std::fill(v.begin(), v.end(), 0.0f);
+    }
+    steps = file_steps;
   }
 };
 
@@ -781,11 +833,29 @@ class transformer_lm {
   /// cai::parse_error naming the problem (truncated, bad magic, unsupported version, config mismatch, checksum
   /// mismatch, trailing bytes); the model is unchanged on failure. Adam state and step count are reset.
   void load(const std::string& path) {
-    ps_.load(path, magic, "transformer_lm", cfg_, "cai::models::transformer_lm::load");
+    ps_.load(path, magic, "transformer_lm", cfg_, "cai::models::transformer_lm::load", false, checkpoint_magic,
+             "a transformer_lm checkpoint written by save_checkpoint(); read it with load_checkpoint()");
+  }
+
+  /// Writes the full training state (parameters, AdamW moments, step count; format in the header comment) so that
+  /// a run resumed with load_checkpoint() continues bit for bit. Atomic (path + ".tmp", then rename); throws
+  /// cai::error when the file cannot be written.
+  void save_checkpoint(const std::filesystem::path& path) const {
+    ps_.save(path.string(), checkpoint_magic, cfg_, "cai::models::transformer_lm::save_checkpoint", true);
+  }
+
+  /// Restores what save_checkpoint() wrote into this model, whose config must equal the file's. Throws
+  /// cai::parse_error naming the problem (truncated, bad magic — a weights-only file included —, unsupported
+  /// version, config mismatch, checksum mismatch, trailing bytes); the model is unchanged on failure.
+  void load_checkpoint(const std::filesystem::path& path) {
+    ps_.load(path.string(), checkpoint_magic, "transformer_lm checkpoint", cfg_, "cai::models::transformer_lm::load_checkpoint",
+             true, magic, "a weights-only transformer_lm file written by save(); read it with load(), or write a checkpoint "
+                          "with save_checkpoint()");
   }
 
  private:
   static constexpr char magic[9] = "CAITFLM1";
+  static constexpr char checkpoint_magic[9] = "CAITFLC1";
 
   std::shared_ptr<typename forward_handle::state> run_forward(const token_batch& batch, const forward_request& req,
                                                               bool outputs) const {

@@ -28,6 +28,9 @@
 // checks (truncation, magic, version, config, size, checksum, trailing bytes), throws cai::parse_error naming the
 // problem and leaves the model unchanged on failure; optimiser state is not saved. An LM file is rejected by its
 // magic.
+// Checkpoints (save_checkpoint / load_checkpoint) hold the full training state, transformer_lm's checkpoint layout
+// under the magic "CAITSCC1": parameters, then the i64 AdamW step count and the moments m and v, so resumed
+// training is bit-identical; the same checks, atomic writes (path + ".tmp", renamed) and unchanged model on failure.
 //
 //   cai::models::transformer_scalar<> rm({.vocab = 257, .d_model = 64, .n_heads = 4, .n_layers = 2, .d_ff = 256,
 //                                         .max_seq = 128}, cai::host{}, /*seed=*/1);
@@ -38,6 +41,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <span>
 #include <string>
@@ -162,11 +166,30 @@ class transformer_scalar {
   /// Reads parameters saved by save() into this model, whose config must equal the file's. Throws
   /// cai::parse_error naming the problem; the model is unchanged on failure. Adam state and step count are reset.
   void load(const std::string& path) {
-    ps_.load(path, magic, "transformer_scalar", cfg_, "cai::models::transformer_scalar::load");
+    ps_.load(path, magic, "transformer_scalar", cfg_, "cai::models::transformer_scalar::load", false, checkpoint_magic,
+             "a transformer_scalar checkpoint written by save_checkpoint(); read it with load_checkpoint()");
+  }
+
+  /// Writes the full training state (parameters, AdamW moments, step count; magic "CAITSCC1") so that a run resumed
+  /// with load_checkpoint() continues bit for bit. Atomic (path + ".tmp", then rename); throws cai::error when the
+  /// file cannot be written.
+  void save_checkpoint(const std::filesystem::path& path) const {
+    ps_.save(path.string(), checkpoint_magic, cfg_, "cai::models::transformer_scalar::save_checkpoint", true);
+  }
+
+  /// Restores what save_checkpoint() wrote into this model, whose config must equal the file's. Throws
+  /// cai::parse_error naming the problem (load()'s checks; a weights-only file is refused by its magic); the model
+  /// is unchanged on failure.
+  void load_checkpoint(const std::filesystem::path& path) {
+    ps_.load(path.string(), checkpoint_magic, "transformer_scalar checkpoint", cfg_,
+             "cai::models::transformer_scalar::load_checkpoint", true, magic,
+             "a weights-only transformer_scalar file written by save(); read it with load(), or write a checkpoint with "
+             "save_checkpoint()");
   }
 
  private:
   static constexpr char magic[9] = "CAITFSC1";
+  static constexpr char checkpoint_magic[9] = "CAITSCC1";
 
   std::shared_ptr<typename forward_handle::state> run_forward(const token_batch& batch, std::string_view call) const {
     tf_detail::check_batch(cfg_, batch, call);

@@ -17,9 +17,17 @@
 // cache path they are also written as JSONL, one line per record {"index": i, "chosen": rc_i, "rejected": rr_i};
 // a later run reads the file instead of running the reference, after checking that it holds exactly one entry per
 // record index 0..n-1 (otherwise cai::invalid_argument naming "reference_cache"). The cache is keyed by index only:
-// delete it when the data, the template or options.sequence change.
+// delete it when the data, the template or options.sequence change. The file is written to <cache>.tmp and renamed,
+// so an interrupted first run leaves no partial cache behind.
 // on_metrics(step, {loss, accuracy, margin, chosen, rejected, lr, grad_norm*}) per optimiser step; chosen /
-// rejected / margin are dpo_loss's rewards (beta * log-ratios), measured before the step. Records are taken in order.
+// rejected / margin are dpo_loss's rewards (beta * log-ratios), measured before the step. Records are taken in order,
+// or with shuffle = true in a per-epoch permutation drawn from cai's counter-based RNG keyed by (shuffle_seed, epoch) —
+// deterministic for the seed and independent of interruptions.
+// Checkpoints: with checkpoint.every > 0 the run writes checkpoints and resumes from them (cai/trainers/checkpoint.hpp:
+// the policy must be cai::checkpointable; a resumed run ends with the parameters and summary of the uninterrupted
+// one). The reference log-probs must not be recomputed by a resumed run (the reference may be the initial policy,
+// which a resumed process no longer has): the forms that run a reference read them from reference_cache, and when
+// that is unset while checkpointing they use checkpoint.path / "reference_logps.jsonl" as the cache.
 // Errors: empty dataset ("data"), empty responses ("data[i].chosen"), too-long sequences, bad options, and every
 // argument error of dpo_loss (beta <= 0, ...) — all cai::invalid_argument naming the argument.
 //
@@ -33,9 +41,11 @@
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
+#include <numeric>
 #include <span>
 #include <string>
 #include <string_view>
+#include <system_error>
 #include <utility>
 #include <vector>
 
@@ -50,6 +60,7 @@
 #include "../io/datasets.hpp"
 #include "../io/jsonl.hpp"
 #include "../io/progress.hpp"
+#include "checkpoint.hpp"
 #include "metrics.hpp"
 #include "reward.hpp"
 #include "schedule.hpp"
@@ -72,18 +83,22 @@ struct dpo_train_options {
   std::int64_t max_length = 0;                 ///< 0 = the policy's config().max_seq, if any
   metrics_callback on_metrics{};
   bool progress = false;
+  std::uint64_t shuffle_seed = 0;              ///< keys the per-epoch permutation when shuffle is set
+  bool shuffle = false;                        ///< visit each epoch's records in a seeded permutation (see the header comment)
+  checkpoint_options checkpoint{};             ///< periodic checkpoints and resume (cai/trainers/checkpoint.hpp)
 };
 
 namespace detail::trn {
 
-/// The padded chosen and rejected rows of records [lo, hi) with completion masks and int64 ids.
+/// The padded chosen and rejected rows of the given records (in that order) with completion masks and int64 ids.
 struct pair_rows {
   padded_rows chosen, rejected;
   std::vector<std::int64_t> chosen_ids, rejected_ids, chosen_len, rejected_len;
   std::int64_t B = 0;
 
-  pair_rows(const std::vector<rendered_chat>& r, std::int64_t lo, std::int64_t hi) : B(hi - lo) {
-    for (std::int64_t i = lo; i < hi; ++i) {
+  pair_rows(const std::vector<rendered_chat>& r, std::span<const std::int64_t> records)
+      : B(static_cast<std::int64_t>(records.size())) {
+    for (const std::int64_t i : records) {
       const auto& c = r[static_cast<std::size_t>(2 * i)];
       const auto& j = r[static_cast<std::size_t>(2 * i + 1)];
       const auto cm = c.loss_mask(true), jm = j.loss_mask(true);
@@ -143,7 +158,9 @@ reference_logps compute_reference_logps(R& reference, const Tok& tok, std::span<
   const auto N = static_cast<std::int64_t>(n);
   for (std::int64_t lo = 0; lo < N; lo += batch_size) {
     const std::int64_t hi = std::min(N, lo + batch_size);
-    const detail::trn::pair_rows rows(rendered, lo, hi);
+    std::vector<std::int64_t> records(static_cast<std::size_t>(hi - lo));
+    std::iota(records.begin(), records.end(), lo);
+    const detail::trn::pair_rows rows(rendered, records);
     tensor<float, 2> lc({rows.B, rows.chosen.width}), lr({rows.B, rows.rejected.width});
     reference.log_probs(rows.chosen.batch(), lc.view());
     reference.log_probs(rows.rejected.batch(), lr.view());
@@ -154,9 +171,15 @@ reference_logps compute_reference_logps(R& reference, const Tok& tok, std::span<
     out.rejected.insert(out.rejected.end(), pr.begin(), pr.end());
   }
   if (!cache.empty()) {
-    jsonl_writer w(cache);
-    for (std::size_t i = 0; i < n; ++i)
-      w.write({{"index", i}, {"chosen", static_cast<double>(out.chosen[i])}, {"rejected", static_cast<double>(out.rejected[i])}});
+    std::filesystem::path tmp = cache;
+    tmp += ".tmp";
+    std::filesystem::remove(tmp);  // jsonl_writer appends: a leftover from a killed run must not prefix the records
+    {
+      jsonl_writer w(tmp);
+      for (std::size_t i = 0; i < n; ++i)
+        w.write({{"index", i}, {"chosen", static_cast<double>(out.chosen[i])}, {"rejected", static_cast<double>(out.rejected[i])}});
+    }
+    std::filesystem::rename(tmp, cache);
   }
   return out;
 }
@@ -167,64 +190,73 @@ train_summary train_dpo(P& policy, const Tok& tok, std::span<const preference_re
                         const reference_logps& ref, const dpo_train_options& opt = {}) {
   constexpr std::string_view call = "cai::train_dpo";
   detail::trn::check_loop_options(call, opt.batch_size, 0, opt.epochs, opt.max_length, opt.schedule);
+  detail::trn::check_checkpoint_options<P>(call, opt.checkpoint);
   const auto rendered = detail::trn::render_pairs(call, tok, data, detail::trn::model_max_length(policy, opt.max_length));
   if (ref.chosen.size() != data.size() || ref.rejected.size() != data.size())
     detail::fail_argument(call, "reference", detail::concat(data.size(), " reference log-probs per side (one per record)"),
                           detail::concat(ref.chosen.size(), " chosen, ", ref.rejected.size(), " rejected"));
-  const auto n = static_cast<std::int64_t>(data.size());
-  progress_line bar("dpo", static_cast<std::size_t>(detail::trn::steps_per_epoch(data.size(), opt.batch_size) * opt.epochs), 0,
-                    opt.progress);
-  train_summary sum;
-  for (std::int64_t e = 0; e < opt.epochs; ++e)
-    for (std::int64_t lo = 0; lo < n; lo += opt.batch_size) {
-      const std::int64_t hi = std::min(n, lo + opt.batch_size);
-      const detail::trn::pair_rows rows(rendered, lo, hi);
-      const std::int64_t B = rows.B;
-      policy.zero_grad();
-      auto hc = policy.train_forward(rows.chosen.batch(), forward_request{});
-      auto hr = policy.train_forward(rows.rejected.batch(), forward_request{});
-      // Dense copies: the handles' views may be strided, and pair_sequence_logps wants (B, T) views it can index.
-      tensor<float, 2> lc({B, rows.chosen.width}), lr({B, rows.rejected.width});
-      {
-        const tensor_view<const float, 2> a = hc.logp(), b = hr.logp();
-        for (std::int64_t i = 0; i < B; ++i) {
-          for (std::int64_t t = 0; t < rows.chosen.width; ++t) lc(i, t) = a(i, t);
-          for (std::int64_t t = 0; t < rows.rejected.width; ++t) lr(i, t) = b(i, t);
-        }
-      }
-      const auto cs = rows.side(true, lc.data()), rs = rows.side(false, lr.data());
-      std::vector<float> pc(static_cast<std::size_t>(B)), pr(pc.size()), dpc(pc.size()), dpr(pc.size());
-      pair_sequence_logps(host{}, cs, rs, pair_outputs<float>{.chosen = {pc.data(), {B}}, .rejected = {pr.data(), {B}}}, opt.sequence);
-      const auto res = dpo_loss(host{}, spec,
-                                dpo_batch<float>{.chosen = {pc.data(), {B}}, .rejected = {pr.data(), {B}},
-                                                 .ref_chosen = {ref.chosen.data() + lo, {B}},
-                                                 .ref_rejected = {ref.rejected.data() + lo, {B}},
-                                                 .chosen_lengths = {rows.chosen_len.data(), {B}},
-                                                 .rejected_lengths = {rows.rejected_len.data(), {B}}},
-                                dpo_grads<float>{.chosen = {dpc.data(), {B}}, .rejected = {dpr.data(), {B}}});
-      tensor<float, 2> gc({B, rows.chosen.width}), gr({B, rows.rejected.width});
-      pair_sequence_logps_backward(host{}, cs, rs, tensor_view<const float, 1>(dpc.data(), {B}),
-                                   tensor_view<const float, 1>(dpr.data(), {B}),
-                                   pair_token_grads<float>{.chosen = gc.view(), .rejected = gr.view()}, opt.sequence);
-      policy.backward(std::move(hc), per_token_grads{.dlogp = gc.view()});
-      policy.backward(std::move(hr), per_token_grads{.dlogp = gr.view()});
-      const double rate = opt.schedule.lr(sum.steps);
-      metric_map m{{"loss", res.loss},          {"accuracy", res.metrics.accuracy}, {"margin", res.metrics.margin},
-                   {"chosen", res.metrics.chosen}, {"rejected", res.metrics.rejected}, {"lr", rate}};
-      detail::trn::finish_step(policy, rate, res.loss, m, sum, opt.on_metrics, bar);
+  // One optimiser step on the pairs `batch` (indices into data, in the epoch's order).
+  const auto one_step = [&](std::span<const std::int64_t> batch, train_summary& sum, progress_line& bar) {
+    const detail::trn::pair_rows rows(rendered, batch);
+    const std::int64_t B = rows.B;
+    std::vector<float> ref_c(static_cast<std::size_t>(B)), ref_r(ref_c.size());
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      ref_c[i] = ref.chosen[static_cast<std::size_t>(batch[i])];
+      ref_r[i] = ref.rejected[static_cast<std::size_t>(batch[i])];
     }
-  bar.finish();
-  return sum;
+    policy.zero_grad();
+    auto hc = policy.train_forward(rows.chosen.batch(), forward_request{});
+    auto hr = policy.train_forward(rows.rejected.batch(), forward_request{});
+    // Dense copies: the handles' views may be strided, and pair_sequence_logps wants (B, T) views it can index.
+    tensor<float, 2> lc({B, rows.chosen.width}), lr({B, rows.rejected.width});
+    {
+      const tensor_view<const float, 2> a = hc.logp(), b = hr.logp();
+      for (std::int64_t i = 0; i < B; ++i) {
+        for (std::int64_t t = 0; t < rows.chosen.width; ++t) lc(i, t) = a(i, t);
+        for (std::int64_t t = 0; t < rows.rejected.width; ++t) lr(i, t) = b(i, t);
+      }
+    }
+    const auto cs = rows.side(true, lc.data()), rs = rows.side(false, lr.data());
+    std::vector<float> pc(static_cast<std::size_t>(B)), pr(pc.size()), dpc(pc.size()), dpr(pc.size());
+    pair_sequence_logps(host{}, cs, rs, pair_outputs<float>{.chosen = {pc.data(), {B}}, .rejected = {pr.data(), {B}}}, opt.sequence);
+    const auto res = dpo_loss(host{}, spec,
+                              dpo_batch<float>{.chosen = {pc.data(), {B}}, .rejected = {pr.data(), {B}},
+                                               .ref_chosen = {ref_c.data(), {B}}, .ref_rejected = {ref_r.data(), {B}},
+                                               .chosen_lengths = {rows.chosen_len.data(), {B}},
+                                               .rejected_lengths = {rows.rejected_len.data(), {B}}},
+                              dpo_grads<float>{.chosen = {dpc.data(), {B}}, .rejected = {dpr.data(), {B}}});
+    tensor<float, 2> gc({B, rows.chosen.width}), gr({B, rows.rejected.width});
+    pair_sequence_logps_backward(host{}, cs, rs, tensor_view<const float, 1>(dpc.data(), {B}),
+                                 tensor_view<const float, 1>(dpr.data(), {B}),
+                                 pair_token_grads<float>{.chosen = gc.view(), .rejected = gr.view()}, opt.sequence);
+    policy.backward(std::move(hc), per_token_grads{.dlogp = gc.view()});
+    policy.backward(std::move(hr), per_token_grads{.dlogp = gr.view()});
+    const double rate = opt.schedule.lr(sum.steps);
+    metric_map m{{"loss", res.loss},          {"accuracy", res.metrics.accuracy}, {"margin", res.metrics.margin},
+                 {"chosen", res.metrics.chosen}, {"rejected", res.metrics.rejected}, {"lr", rate}};
+    detail::trn::finish_step(policy, rate, res.loss, m, sum, opt.on_metrics, bar);
+  };
+  return detail::trn::run_epochs(call, "dpo", policy, data.size(), opt, one_step);
 }
 
 /// DPO against a frozen `reference` policy: its log-probs are computed once (compute_reference_logps, cached at
-/// opt.reference_cache when set), then train_dpo as above.
+/// opt.reference_cache when set, else at checkpoint.path / "reference_logps.jsonl" when checkpointing), then
+/// train_dpo as above.
 template <trainable_policy P, policy R, tokenizer Tok, class Spec>
   requires(!std::same_as<std::remove_cvref_t<R>, reference_logps>)
 train_summary train_dpo(P& policy, R& reference, const Tok& tok, std::span<const preference_record> data, const Spec& spec,
                         const dpo_train_options& opt = {}) {
-  if (opt.batch_size < 1) detail::fail_argument("cai::train_dpo", "batch_size", "a value >= 1", opt.batch_size);
-  const auto ref = compute_reference_logps(reference, tok, data, opt.sequence, opt.batch_size, opt.reference_cache, opt.max_length);
+  constexpr std::string_view call = "cai::train_dpo";
+  if (opt.batch_size < 1) detail::fail_argument(call, "batch_size", "a value >= 1", opt.batch_size);
+  detail::trn::check_checkpoint_options<P>(call, opt.checkpoint);
+  std::filesystem::path cache = opt.reference_cache;
+  if (cache.empty() && opt.checkpoint.every > 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(opt.checkpoint.path, ec);
+    if (ec) detail::fail(call, detail::concat("cannot create the checkpoint directory '", opt.checkpoint.path.string(), "': ", ec.message()));
+    cache = opt.checkpoint.path / "reference_logps.jsonl";
+  }
+  const auto ref = compute_reference_logps(reference, tok, data, opt.sequence, opt.batch_size, cache, opt.max_length);
   return train_dpo(policy, tok, data, spec, ref, opt);
 }
 

@@ -31,6 +31,16 @@
 // Bad options (group_size < 1, epochs < 1, minibatch_size < 0, RLOO with group_size < 2, ...) and empty prompts are
 // cai::invalid_argument naming the argument.
 //
+// Checkpoint and resume: the trainer holds references to its models, so it saves only its own state:
+// save_state(path) writes {"format": "cai.rl_trainer_state", "version": 1, "trainer": "ppo", "iteration",
+// "optimizer_steps", "adaptive_kl_beta" (null without options.adaptive_kl)} as JSON, atomically (path + ".tmp", then
+// renamed). The caller checkpoints the models beside it (policy.save_checkpoint, critic->save_checkpoint for the
+// embedded models; the reference is frozen). A fresh trainer built with the same options over models restored from
+// those checkpoints, after load_state(path), continues bit for bit: the iteration counter keys the sampling seed and
+// the schedules' step index, and the controller's beta sets the reward-side KL. load_state checks everything before
+// changing anything: a file that is not such JSON is cai::parse_error naming it; a state of another trainer kind, or
+// with / without an adaptive beta where this trainer has none / one, is cai::invalid_argument naming "path".
+//
 //   cai::ppo_trainer tr(lm, ref, tok, reward_fn, cai::ppo_objective<cai::pg::ppo_clip, cai::kl::none, cai::agg::token_mean,
 //                       cai::adv::grpo>{}, {.group_size = 4});
 //   for (int i = 0; i < 30; ++i) tr.iterate(prompts);
@@ -40,6 +50,7 @@
 #include <cmath>
 #include <concepts>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <span>
 #include <string>
@@ -58,6 +69,7 @@
 #include "../core/error.hpp"
 #include "../core/host.hpp"
 #include "../core/rng.hpp"
+#include "checkpoint.hpp"
 #include "metrics.hpp"
 #include "reward.hpp"
 #include "schedule.hpp"
@@ -327,6 +339,47 @@ inline void put_update_metrics(metric_map& m, const update_sums& a, bool critic)
   }
 }
 
+/// The state common to the RL trainers (see the header comment), as written by save_state.
+inline nlohmann::json state_json(std::string_view trainer, std::int64_t iteration, std::int64_t steps, const rl_options& o) {
+  return {{"format", "cai.rl_trainer_state"}, {"version", 1}, {"trainer", trainer}, {"iteration", iteration}, {"optimizer_steps", steps},
+          {"adaptive_kl_beta", o.adaptive_kl ? nlohmann::json(o.adaptive_kl->value()) : nlohmann::json(nullptr)}};
+}
+
+struct saved_state {
+  std::int64_t iteration = 0, steps = 0;
+  double beta = 0.0;  ///< the adaptive controller's value (when the trainer has one)
+  nlohmann::json j;
+};
+
+/// Reads and checks a state file against this trainer (kind, adaptive controller); changes nothing.
+inline saved_state read_state(std::string_view call, std::string_view trainer, const std::filesystem::path& path, const rl_options& o) {
+  saved_state st;
+  st.j = read_json_object(path, call);
+  const auto& j = st.j;
+  const auto is_int = [](const nlohmann::json& v) { return v.is_number_integer(); };
+  const auto is_str = [](const nlohmann::json& v) { return v.is_string(); };
+  if (json_field(j, "format", "a string", is_str, path, call).get<std::string>() != "cai.rl_trainer_state")
+    fail<parse_error>(call, concat("'", path.string(), "': field \"format\": expected \"cai.rl_trainer_state\", got ", j["format"].dump()));
+  if (const auto v = json_field(j, "version", "an integer", is_int, path, call).get<std::int64_t>(); v != 1)
+    fail<parse_error>(call, concat("'", path.string(), "': unsupported version ", v, " (this build reads version 1)"));
+  const auto kind = json_field(j, "trainer", "a string", is_str, path, call).get<std::string>();
+  st.iteration = json_field(j, "iteration", "an integer >= 0", [](const nlohmann::json& v) { return v.is_number_integer() && v.get<std::int64_t>() >= 0; },
+                            path, call).get<std::int64_t>();
+  st.steps = json_field(j, "optimizer_steps", "an integer >= 0", [](const nlohmann::json& v) { return v.is_number_integer() && v.get<std::int64_t>() >= 0; },
+                        path, call).get<std::int64_t>();
+  const auto& beta = json_field(j, "adaptive_kl_beta", "a finite number > 0 or null",
+                                [](const nlohmann::json& v) { return v.is_null() || (v.is_number() && v.get<double>() > 0.0 && std::isfinite(v.get<double>())); },
+                                path, call);
+  if (kind != trainer)
+    fail_argument(call, "path", concat("the state of a ", trainer, " trainer"), concat("one of a ", kind, " trainer in '", path.string(), "'"));
+  if (beta.is_null() != !o.adaptive_kl)
+    fail_argument(call, "path", o.adaptive_kl ? "a state with an adaptive KL coefficient (options.adaptive_kl is set)"
+                                              : "a state without an adaptive KL coefficient (options.adaptive_kl is not set)",
+                  concat("adaptive_kl_beta ", beta.dump(), " in '", path.string(), "'"));
+  if (!beta.is_null()) st.beta = beta.get<double>();
+  return st;
+}
+
 inline double mean_of(const std::vector<float>& v) {
   double s = 0.0;
   for (float x : v) s += static_cast<double>(x);
@@ -379,6 +432,19 @@ class ppo_trainer {
   std::int64_t optimizer_steps() const noexcept { return step_; }
   const Obj& objective() const noexcept { return obj_; }
   const rl_options& options() const noexcept { return o_; }
+
+  /// Writes the trainer's own state (iteration, optimiser steps, adaptive KL coefficient) as JSON, atomically. The
+  /// models are the caller's to checkpoint (see the header comment).
+  void save_state(const std::filesystem::path& path) const {
+    detail::write_json_atomic(path, detail::rl::state_json("ppo", iteration_, step_, o_), "cai::ppo_trainer::save_state");
+  }
+  /// Restores what save_state wrote; checked before anything changes (see the header comment).
+  void load_state(const std::filesystem::path& path) {
+    const auto st = detail::rl::read_state("cai::ppo_trainer::load_state", "ppo", path, o_);
+    if (o_.adaptive_kl) o_.adaptive_kl->set_value(st.beta);
+    iteration_ = st.iteration;
+    step_ = st.steps;
+  }
 
  private:
   Policy& p_;

@@ -14,7 +14,11 @@
 // margin towards 0. Empty chosen / rejected responses, labels outside [0, 1], sequences longer than max_length
 // (default: the model's config().max_seq) are cai::invalid_argument naming the record ("data[i].chosen", ...).
 // on_metrics(step, {loss, accuracy, margin, chosen, rejected, lr, grad_norm*}) after every optimiser step
-// (cai::pair_metrics of the batch, before the step). Records are taken in order.
+// (cai::pair_metrics of the batch, before the step). Records are taken in order, or with shuffle = true in a
+// per-epoch permutation drawn from cai's counter-based RNG keyed by (shuffle_seed, epoch) — deterministic for the seed
+// and independent of interruptions. With checkpoint.every > 0 the run writes checkpoints and resumes from them
+// (cai/trainers/checkpoint.hpp: the model must be cai::checkpointable; a resumed run ends with the parameters and
+// summary of the uninterrupted one).
 //
 //   auto s = cai::train_reward_model(rm, tok, std::span<const cai::preference_record>(pairs), {.batch_size = 8});
 //   auto m = cai::evaluate_reward_model(rm, tok, pairs);   // m.accuracy
@@ -35,6 +39,7 @@
 #include "../core/host.hpp"
 #include "../io/datasets.hpp"
 #include "../io/progress.hpp"
+#include "checkpoint.hpp"
 #include "metrics.hpp"
 #include "schedule.hpp"
 #include "sft.hpp"
@@ -62,6 +67,9 @@ struct reward_options {
   std::int64_t max_length = 0;  ///< 0 = the model's config().max_seq, if any
   metrics_callback on_metrics{};
   bool progress = false;
+  std::uint64_t shuffle_seed = 0;   ///< keys the per-epoch permutation when shuffle is set
+  bool shuffle = false;             ///< visit each epoch's records in a seeded permutation (see the header comment)
+  checkpoint_options checkpoint{};  ///< periodic checkpoints and resume (cai/trainers/checkpoint.hpp)
 };
 
 namespace detail::trn {
@@ -117,55 +125,52 @@ train_summary train_reward_model(M& model, const Tok& tok, std::span<const prefe
   constexpr std::string_view call = "cai::train_reward_model";
   detail::trn::check_loop_options(call, opt.batch_size, 0, opt.epochs, opt.max_length, opt.schedule);
   if (!std::isfinite(opt.margin)) detail::fail_argument(call, "margin", "a finite value", opt.margin);
+  detail::trn::check_checkpoint_options<M>(call, opt.checkpoint);
   const auto rendered = detail::trn::render_pairs(call, tok, data, detail::trn::model_max_length(model, opt.max_length));
-  const auto n = static_cast<std::int64_t>(data.size());
-  progress_line bar("reward", static_cast<std::size_t>(detail::trn::steps_per_epoch(data.size(), opt.batch_size) * opt.epochs), 0,
-                    opt.progress);
-  train_summary sum;
-  for (std::int64_t e = 0; e < opt.epochs; ++e)
-    for (std::int64_t lo = 0; lo < n; lo += opt.batch_size) {
-      const std::int64_t hi = std::min(n, lo + opt.batch_size), B = hi - lo;
-      padded_rows rows;
-      for (std::int64_t i = lo; i < hi; ++i) rows.add(rendered[static_cast<std::size_t>(2 * i)].tokens, {});
-      for (std::int64_t i = lo; i < hi; ++i) rows.add(rendered[static_cast<std::size_t>(2 * i + 1)].tokens, {});
-      rows.finish();
-      std::vector<std::int64_t> last(static_cast<std::size_t>(2 * B));
-      for (std::int64_t i = 0; i < B; ++i) {
-        last[static_cast<std::size_t>(i)] = static_cast<std::int64_t>(rendered[static_cast<std::size_t>(2 * (lo + i))].tokens.size()) - 1;
-        last[static_cast<std::size_t>(B + i)] = static_cast<std::int64_t>(rendered[static_cast<std::size_t>(2 * (lo + i) + 1)].tokens.size()) - 1;
-      }
-      std::vector<float> rc(static_cast<std::size_t>(B)), rr(rc.size()), labels(rc.size()), margin(rc.size(), static_cast<float>(opt.margin));
-      std::vector<float> gc(rc.size()), gr(rc.size());
-      model.zero_grad();
-      auto h = model.train_forward(rows.batch());
-      {
-        const tensor_view<const float, 2> v = h.values();
-        for (std::int64_t i = 0; i < B; ++i) {
-          rc[static_cast<std::size_t>(i)] = v(i, last[static_cast<std::size_t>(i)]);
-          rr[static_cast<std::size_t>(i)] = v(B + i, last[static_cast<std::size_t>(B + i)]);
-          const auto& lab = data[static_cast<std::size_t>(lo + i)].label;
-          labels[static_cast<std::size_t>(i)] = static_cast<float>(lab ? *lab : 1.0);
-        }
-      }
-      const auto res = bradley_terry_loss(
-          host{},
-          reward_pair_batch<float>{.chosen = {rc.data(), {B}}, .rejected = {rr.data(), {B}},
-                                   .margin = opt.margin != 0.0 ? tensor_view<const float, 1>(margin.data(), {B}) : tensor_view<const float, 1>{},
-                                   .labels = {labels.data(), {B}}},
-          reward_pair_grads<float>{.chosen = {gc.data(), {B}}, .rejected = {gr.data(), {B}}}, opt.bt);
-      std::vector<float> dv(static_cast<std::size_t>(2 * B * rows.width), 0.0f);
-      for (std::int64_t i = 0; i < B; ++i) {
-        dv[static_cast<std::size_t>(i * rows.width + last[static_cast<std::size_t>(i)])] = gc[static_cast<std::size_t>(i)];
-        dv[static_cast<std::size_t>((B + i) * rows.width + last[static_cast<std::size_t>(B + i)])] = gr[static_cast<std::size_t>(i)];
-      }
-      model.backward(std::move(h), tensor_view<const float, 2>(dv.data(), {2 * B, rows.width}));
-      const double lr = opt.schedule.lr(sum.steps);
-      metric_map m{{"loss", res.loss},          {"accuracy", res.metrics.accuracy}, {"margin", res.metrics.margin},
-                   {"chosen", res.metrics.chosen}, {"rejected", res.metrics.rejected}, {"lr", lr}};
-      detail::trn::finish_step(model, lr, res.loss, m, sum, opt.on_metrics, bar);
+  // One optimiser step on the pairs `batch` (indices into data, in the epoch's order).
+  const auto one_step = [&](std::span<const std::int64_t> batch, train_summary& sum, progress_line& bar) {
+    const auto B = static_cast<std::int64_t>(batch.size());
+    const auto rec = [&](std::int64_t i) { return static_cast<std::size_t>(batch[static_cast<std::size_t>(i)]); };
+    padded_rows rows;
+    for (std::int64_t i = 0; i < B; ++i) rows.add(rendered[2 * rec(i)].tokens, {});
+    for (std::int64_t i = 0; i < B; ++i) rows.add(rendered[2 * rec(i) + 1].tokens, {});
+    rows.finish();
+    std::vector<std::int64_t> last(static_cast<std::size_t>(2 * B));
+    for (std::int64_t i = 0; i < B; ++i) {
+      last[static_cast<std::size_t>(i)] = static_cast<std::int64_t>(rendered[2 * rec(i)].tokens.size()) - 1;
+      last[static_cast<std::size_t>(B + i)] = static_cast<std::int64_t>(rendered[2 * rec(i) + 1].tokens.size()) - 1;
     }
-  bar.finish();
-  return sum;
+    std::vector<float> rc(static_cast<std::size_t>(B)), rr(rc.size()), labels(rc.size()), margin(rc.size(), static_cast<float>(opt.margin));
+    std::vector<float> gc(rc.size()), gr(rc.size());
+    model.zero_grad();
+    auto h = model.train_forward(rows.batch());
+    {
+      const tensor_view<const float, 2> v = h.values();
+      for (std::int64_t i = 0; i < B; ++i) {
+        rc[static_cast<std::size_t>(i)] = v(i, last[static_cast<std::size_t>(i)]);
+        rr[static_cast<std::size_t>(i)] = v(B + i, last[static_cast<std::size_t>(B + i)]);
+        const auto& lab = data[rec(i)].label;
+        labels[static_cast<std::size_t>(i)] = static_cast<float>(lab ? *lab : 1.0);
+      }
+    }
+    const auto res = bradley_terry_loss(
+        host{},
+        reward_pair_batch<float>{.chosen = {rc.data(), {B}}, .rejected = {rr.data(), {B}},
+                                 .margin = opt.margin != 0.0 ? tensor_view<const float, 1>(margin.data(), {B}) : tensor_view<const float, 1>{},
+                                 .labels = {labels.data(), {B}}},
+        reward_pair_grads<float>{.chosen = {gc.data(), {B}}, .rejected = {gr.data(), {B}}}, opt.bt);
+    std::vector<float> dv(static_cast<std::size_t>(2 * B * rows.width), 0.0f);
+    for (std::int64_t i = 0; i < B; ++i) {
+      dv[static_cast<std::size_t>(i * rows.width + last[static_cast<std::size_t>(i)])] = gc[static_cast<std::size_t>(i)];
+      dv[static_cast<std::size_t>((B + i) * rows.width + last[static_cast<std::size_t>(B + i)])] = gr[static_cast<std::size_t>(i)];
+    }
+    model.backward(std::move(h), tensor_view<const float, 2>(dv.data(), {2 * B, rows.width}));
+    const double lr = opt.schedule.lr(sum.steps);
+    metric_map m{{"loss", res.loss},          {"accuracy", res.metrics.accuracy}, {"margin", res.metrics.margin},
+                 {"chosen", res.metrics.chosen}, {"rejected", res.metrics.rejected}, {"lr", lr}};
+    detail::trn::finish_step(model, lr, res.loss, m, sum, opt.on_metrics, bar);
+  };
+  return detail::trn::run_epochs(call, "reward", model, data.size(), opt, one_step);
 }
 
 }  // namespace cai

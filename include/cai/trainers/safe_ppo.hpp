@@ -18,11 +18,18 @@
 //   7. on_metrics(iteration, ppo_trainer's keys + {cost_mean (this batch's mean episode cost), cost_window_mean
 //      (J_c), lambda, cost_value_loss*}).
 //
+// Checkpoint and resume as ppo_trainer (save_state / load_state; the caller checkpoints the policy and both critics):
+// the state adds "trainer": "safe_ppo" and "lagrange": {"log_lambda", "updates", "window": [episode costs]}, the
+// multiplier's state() — restored with lagrange_multiplier::restore, whose argument errors (a window longer than
+// lagrange_options::window) surface unchanged; a missing or mistyped field is cai::parse_error naming the file.
+//
 //   cai::safe_ppo_trainer tr(lm, ref, tok, reward_fn, cost_fn, objective, {.group_size = 4}, {.threshold = 0.1});
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstdint>
+#include <filesystem>
 #include <span>
 #include <string_view>
 #include <utility>
@@ -32,6 +39,26 @@
 #include "ppo.hpp"
 
 namespace cai {
+
+namespace detail::rl {
+
+/// The "lagrange" object of a safe_ppo state file (lagrange_multiplier::saved); cai::parse_error naming the file.
+inline lagrange_multiplier::saved read_lagrange(std::string_view call, const nlohmann::json& j, const std::filesystem::path& path) {
+  const auto& l = json_field(j, "lagrange", "an object", [](const nlohmann::json& v) { return v.is_object(); }, path, call);
+  lagrange_multiplier::saved ls;
+  ls.log_lambda = json_field(l, "log_lambda", "a number", [](const nlohmann::json& v) { return v.is_number(); }, path, call).get<double>();
+  ls.updates = json_field(l, "updates", "an integer", [](const nlohmann::json& v) { return v.is_number_integer(); }, path, call)
+                   .get<std::int64_t>();
+  const auto& w = json_field(l, "window", "an array of numbers",
+                             [](const nlohmann::json& v) {
+                               return v.is_array() && std::all_of(v.begin(), v.end(), [](const nlohmann::json& x) { return x.is_number(); });
+                             },
+                             path, call);
+  for (const auto& x : w) ls.window.push_back(x.get<double>());
+  return ls;
+}
+
+}  // namespace detail::rl
 
 template <class Policy, class Ref, class Tok, class RewardFn, class CostFn, policy_objective Obj, class Critic = no_critic>
   requires sampling_policy<Policy> && trainable_policy<Policy> && policy<Ref> && tokenizer<Tok> &&
@@ -105,6 +132,25 @@ class safe_ppo_trainer {
   const lagrange_multiplier& multiplier() const noexcept { return lag_; }
   std::int64_t iterations() const noexcept { return iteration_; }
   std::int64_t optimizer_steps() const noexcept { return step_; }
+
+  /// Writes the trainer's own state (iteration, optimiser steps, adaptive KL coefficient, the multiplier's state) as
+  /// JSON, atomically. The models are the caller's to checkpoint (see the header comment).
+  void save_state(const std::filesystem::path& path) const {
+    auto j = detail::rl::state_json("safe_ppo", iteration_, step_, o_);
+    const auto ls = lag_.state();
+    j["lagrange"] = {{"log_lambda", ls.log_lambda}, {"updates", ls.updates}, {"window", ls.window}};
+    detail::write_json_atomic(path, j, "cai::safe_ppo_trainer::save_state");
+  }
+  /// Restores what save_state wrote; checked before anything changes (see the header comment).
+  void load_state(const std::filesystem::path& path) {
+    constexpr std::string_view call = "cai::safe_ppo_trainer::load_state";
+    const auto st = detail::rl::read_state(call, "safe_ppo", path, o_);
+    const auto ls = detail::rl::read_lagrange(call, st.j, path);
+    lag_.restore(ls);  // validates before it changes the multiplier; nothing else has changed yet
+    if (o_.adaptive_kl) o_.adaptive_kl->set_value(st.beta);
+    iteration_ = st.iteration;
+    step_ = st.steps;
+  }
 
  private:
   Policy& p_;

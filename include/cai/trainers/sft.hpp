@@ -15,7 +15,11 @@
 // The batch is fed in micro-batches of micro_batch_size records; each micro-batch gets dlogp = -1 / |S| on its own
 // span tokens (|S| counted over the whole batch), so the accumulated gradient is that of the whole batch at once
 // (up to float summation order). dlogp is 0 on every other position: system / user turns, role headers, padding.
-// Records are taken in order (shuffle beforehand if wanted); a final partial batch is a (smaller) step.
+// Records are taken in order, or with shuffle = true in a per-epoch permutation drawn from cai's counter-based RNG
+// keyed by (shuffle_seed, epoch) — deterministic for the seed and independent of interruptions; a final partial
+// batch is a (smaller) step. With checkpoint.every > 0 the run writes checkpoints and resumes from them
+// (cai/trainers/checkpoint.hpp: the policy must be cai::checkpointable; a resumed run ends with the parameters and
+// summary of the uninterrupted one).
 // Sequences longer than max_length (default: the policy's config().max_seq when it has one) are an error,
 // cai::invalid_argument naming the record ("data[i]") — never truncated silently.
 // After every optimiser step on_metrics(step, {loss, lr, tokens, grad_norm*}) is called (grad_norm when the policy's
@@ -43,6 +47,7 @@
 #include "../core/tensor.hpp"
 #include "../io/datasets.hpp"
 #include "../io/progress.hpp"
+#include "checkpoint.hpp"
 #include "metrics.hpp"
 #include "schedule.hpp"
 
@@ -145,11 +150,9 @@ struct sft_options {
   std::int64_t max_length = 0;        ///< longest accepted sequence; 0 = the policy's config().max_seq, if any
   metrics_callback on_metrics{};
   bool progress = false;
-};
-
-struct train_summary {
-  std::int64_t steps = 0;
-  double first_loss = 0.0, last_loss = 0.0;
+  std::uint64_t shuffle_seed = 0;     ///< keys the per-epoch permutation when shuffle is set
+  bool shuffle = false;               ///< visit each epoch's records in a seeded permutation (see the header comment)
+  checkpoint_options checkpoint{};    ///< periodic checkpoints and resume (cai/trainers/checkpoint.hpp)
 };
 
 namespace detail::trn {
@@ -190,10 +193,6 @@ void finish_step(P& p, double lr, double loss, metric_map& m, train_summary& sum
   bar.advance();
 }
 
-inline std::int64_t steps_per_epoch(std::size_t n, std::int64_t batch) {
-  return (static_cast<std::int64_t>(n) + batch - 1) / batch;
-}
-
 }  // namespace detail::trn
 
 /// Token-mean NLL of `policy` on the assistant spans of `data` (no training; policy.log_probs on each record).
@@ -225,6 +224,7 @@ template <trainable_policy P, tokenizer Tok>
 train_summary train_sft(P& policy, const Tok& tok, std::span<const conversation> data, const sft_options& opt = {}) {
   constexpr std::string_view call = "cai::train_sft";
   detail::trn::check_loop_options(call, opt.batch_size, opt.micro_batch_size, opt.epochs, opt.max_length, opt.schedule);
+  detail::trn::check_checkpoint_options<P>(call, opt.checkpoint);
   if (data.empty()) detail::fail_argument(call, "data", "at least one conversation", "an empty dataset");
   const std::int64_t max_len = detail::trn::model_max_length(policy, opt.max_length);
   std::vector<rendered_chat> rendered;
@@ -241,44 +241,42 @@ train_summary train_sft(P& policy, const Tok& tok, std::span<const conversation>
     masks.push_back(r.loss_mask());
   }
   const std::int64_t micro = opt.micro_batch_size == 0 ? opt.batch_size : opt.micro_batch_size;
-  const std::int64_t per_epoch = detail::trn::steps_per_epoch(data.size(), opt.batch_size);
-  progress_line bar("sft", static_cast<std::size_t>(per_epoch * opt.epochs), 0, opt.progress);
-  train_summary sum;
-  const auto n = static_cast<std::int64_t>(data.size());
-  for (std::int64_t e = 0; e < opt.epochs; ++e)
-    for (std::int64_t lo = 0; lo < n; lo += opt.batch_size) {
-      const std::int64_t hi = std::min(n, lo + opt.batch_size);
-      std::int64_t count = 0;
-      for (std::int64_t i = lo; i < hi; ++i)
-        for (auto m : masks[static_cast<std::size_t>(i)]) count += m;
-      const float g = -1.0f / static_cast<float>(count);
-      double loss = 0.0;
-      policy.zero_grad();
-      for (std::int64_t mlo = lo; mlo < hi; mlo += micro) {
-        const std::int64_t mhi = std::min(hi, mlo + micro);
-        padded_rows rows;
-        for (std::int64_t i = mlo; i < mhi; ++i) rows.add(rendered[static_cast<std::size_t>(i)].tokens, masks[static_cast<std::size_t>(i)]);
-        rows.finish();
-        auto h = policy.train_forward(rows.batch(), forward_request{});
-        std::vector<float> dlogp(rows.loss_mask.size(), 0.0f);
-        {
-          const tensor_view<const float, 2> lp = h.logp();
-          for (std::int64_t b = 0; b < rows.rows; ++b)
-            for (std::int64_t t = 0; t < rows.width; ++t)
-              if (rows.loss_mask[static_cast<std::size_t>(b * rows.width + t)]) {
-                loss -= static_cast<double>(lp(b, t));
-                dlogp[static_cast<std::size_t>(b * rows.width + t)] = g;
-              }
-        }
-        policy.backward(std::move(h), per_token_grads{.dlogp = {dlogp.data(), {rows.rows, rows.width}}});
+  // One optimiser step on the records `batch` (indices into data, in the epoch's order).
+  const auto one_step = [&](std::span<const std::int64_t> batch, train_summary& sum, progress_line& bar) {
+    const auto n = static_cast<std::int64_t>(batch.size());
+    std::int64_t count = 0;
+    for (const std::int64_t i : batch)
+      for (auto m : masks[static_cast<std::size_t>(i)]) count += m;
+    const float g = -1.0f / static_cast<float>(count);
+    double loss = 0.0;
+    policy.zero_grad();
+    for (std::int64_t mlo = 0; mlo < n; mlo += micro) {
+      const std::int64_t mhi = std::min(n, mlo + micro);
+      padded_rows rows;
+      for (std::int64_t k = mlo; k < mhi; ++k) {
+        const auto i = static_cast<std::size_t>(batch[static_cast<std::size_t>(k)]);
+        rows.add(rendered[i].tokens, masks[i]);
       }
-      loss /= static_cast<double>(count);
-      const double lr = opt.schedule.lr(sum.steps);
-      metric_map m{{"loss", loss}, {"lr", lr}, {"tokens", static_cast<double>(count)}};
-      detail::trn::finish_step(policy, lr, loss, m, sum, opt.on_metrics, bar);
+      rows.finish();
+      auto h = policy.train_forward(rows.batch(), forward_request{});
+      std::vector<float> dlogp(rows.loss_mask.size(), 0.0f);
+      {
+        const tensor_view<const float, 2> lp = h.logp();
+        for (std::int64_t b = 0; b < rows.rows; ++b)
+          for (std::int64_t t = 0; t < rows.width; ++t)
+            if (rows.loss_mask[static_cast<std::size_t>(b * rows.width + t)]) {
+              loss -= static_cast<double>(lp(b, t));
+              dlogp[static_cast<std::size_t>(b * rows.width + t)] = g;
+            }
+      }
+      policy.backward(std::move(h), per_token_grads{.dlogp = {dlogp.data(), {rows.rows, rows.width}}});
     }
-  bar.finish();
-  return sum;
+    loss /= static_cast<double>(count);
+    const double lr = opt.schedule.lr(sum.steps);
+    metric_map m{{"loss", loss}, {"lr", lr}, {"tokens", static_cast<double>(count)}};
+    detail::trn::finish_step(policy, lr, loss, m, sum, opt.on_metrics, bar);
+  };
+  return detail::trn::run_epochs(call, "sft", policy, data.size(), opt, one_step);
 }
 
 /// sft_record form: each record is prompt + one assistant turn (the response, which must not be empty).
