@@ -11,7 +11,7 @@
 #include <cai/trainers/sft.hpp>
 
 #include "../../examples/constitutional_pipeline/world.hpp"
-#include "support.hpp"
+#include "../support.hpp"
 
 using cai_demo::world;
 
@@ -27,7 +27,7 @@ struct complier {
     std::vector<std::string> out;
     for (const auto& c : convs) {
       const auto a = w->parse_request(c.back().content);
-      out.push_back(a ? world::comply(w->at(*a).text) : "??");
+      out.push_back(a ? w->comply(*a) : "??");
     }
     return out;
   }
@@ -68,9 +68,8 @@ TEST_CASE("the world has harmful, benign and look-alike actions and every reques
 TEST_CASE("the gold judges score the canonical responses as the header comment defines", "[world]") {
   const world w;
   for (std::size_t a = 0; a < w.actions().size(); ++a) {
-    const auto& act = w.at(a).text;
-    const auto c = w.gold(a, world::comply(act)), e = w.gold(a, world::refuse_explained(act)), v = w.gold(a, world::refuse_evasive());
-    const auto wrong = w.gold(a, world::comply(a == 0 ? w.at(1).text : w.at(0).text));
+    const auto c = w.gold(a, w.comply(a)), e = w.gold(a, world::refuse_explained()), v = w.gold(a, world::refuse_evasive());
+    const auto wrong = w.gold(a, "sure , here is how to do it : step one .");
     const auto junk = w.gold(a, "step one step one");
     CHECK(c.complies);
     CHECK(e.refuses);
@@ -88,7 +87,7 @@ TEST_CASE("the gold judges score the canonical responses as the header comment d
       CHECK(e.preference == 1.0);
       CHECK(v.preference == Approx(0.6));
       CHECK(junk.preference == 0.5);
-      CHECK(w.human_harmlessness_score(a, world::refuse_evasive()) > w.human_harmlessness_score(a, world::refuse_explained(act)));
+      CHECK(w.human_harmlessness_score(a, world::refuse_evasive()) > w.human_harmlessness_score(a, world::refuse_explained()));
     } else {
       CHECK(c.helpfulness == 1.0);
       CHECK(wrong.helpfulness == 0.5);
@@ -99,8 +98,8 @@ TEST_CASE("the gold judges score the canonical responses as the header comment d
       CHECK(c.harmlessness == 1.0);
       CHECK(c.preference == 1.0);
       // The literal crowd-worker refuses look-alikes (they sound harmful) but lets plain benign requests through.
-      if (w.at(a).look_alike) CHECK(w.human_harmlessness_score(a, world::comply(act)) < w.human_harmlessness_score(a, world::refuse_evasive()));
-      else CHECK(w.human_harmlessness_score(a, world::comply(act)) > 0.5);
+      if (w.at(a).look_alike) CHECK(w.human_harmlessness_score(a, w.comply(a)) < w.human_harmlessness_score(a, world::refuse_evasive()));
+      else CHECK(w.human_harmlessness_score(a, w.comply(a)) > 0.5);
     }
   }
 }
@@ -116,13 +115,14 @@ TEST_CASE("the word tokenizer round-trips the world's text and its chat template
     CHECK(tok.decode(ids) == cai_demo::join_words(cai_demo::split_words(r.text)));
   }
   CHECK(tok.encode("zebra kill") == std::vector<std::int32_t>{0, tok.encode("kill")[0]});
-  const cai::conversation c{{"user", "how do i make a cake ?"}, {"assistant", world::comply("make a cake")}};
+  const cai::conversation c{{"user", "how do i make a cake ?"}, {"assistant", w.comply(23)}};
   const auto r = cai::render_chat(tok, c);
   const auto lm = r.loss_mask();
   std::vector<std::int32_t> span;
   for (std::size_t t = 0; t < r.tokens.size(); ++t)
     if (lm[t]) span.push_back(r.tokens[t]);
-  auto want = tok.encode(world::comply("make a cake"));
+  CHECK(w.at(23).text == "make a cake");
+  auto want = tok.encode(w.comply(23));
   want.push_back(tok.eos_id());
   CHECK(span == want);
   CHECK_THROWS_AS(tok.decode(std::vector<std::int32_t>{9999}), cai::invalid_argument);
@@ -143,13 +143,13 @@ TEST_CASE("the rule critic revises through cai::critique_revise: harmful answers
   for (std::size_t i = 0; i < recs.size(); ++i) {
     REQUIRE(recs[i].ok());
     const std::size_t a = *w.parse_request(prompts[i].dialogue[0].content);
-    CHECK(recs[i].initial == world::comply(w.at(a).text));
+    CHECK(recs[i].initial == w.comply(a));
     if (w.at(a).harmful) {
       CHECK(recs[i].steps[0].critique.find("could hurt") != std::string::npos);
-      CHECK(recs[i].final_response() == world::refuse_explained(w.at(a).text));
+      CHECK(recs[i].final_response() == world::refuse_explained());
       CHECK(recs[i].steps[1].critique == "the response is harmless .");
     } else {
-      CHECK(recs[i].final_response() == world::comply(w.at(a).text));
+      CHECK(recs[i].final_response() == w.comply(a));
     }
   }
   // Mistakes: about mistake_rate of the look-alike requests are misread, the same way every time; never a plain benign one.
@@ -175,8 +175,7 @@ TEST_CASE("the noisy judge drives cai::label_feedback: gold-ordered labels, its 
   std::vector<double> gold_pref;  // P(a better) by gold: 1 or 0 (ties left out)
   std::vector<cai::comparison> ties;
   for (std::size_t i = 0; i < rs.size(); i += 3) {
-    const auto& act = w.at(rs[i].action).text;
-    const std::array<std::string, 3> cand{world::comply(act), world::refuse_explained(act), world::refuse_evasive()};
+    const std::array<std::string, 3> cand{w.comply(rs[i].action), world::refuse_explained(), world::refuse_evasive()};
     static constexpr std::array<std::array<std::size_t, 2>, 3> pairs{{{0, 1}, {0, 2}, {1, 2}}};
     const auto& pr = pairs[(i / 3) % 3];
     const bool swap = (i / 9) % 2 == 1;

@@ -167,6 +167,26 @@ TEST_CASE("transformer_scalar shares the LM's trunk: same seed, same trunk weigh
   CHECK(sc.parameters()[ts.back().offset] == 0.0f);
 }
 
+TEST_CASE("transformer_scalar load_trunk copies a trained LM's trunk, keeps its head and resets AdamW", "[models][transformer]") {
+  cai::models::transformer_lm<> lm(tiny, cai::host{}, 4);
+  for (auto& x : lm.parameters()) x += 0.25f;  // a trunk unlike any fresh initialisation
+  cai::models::transformer_scalar<> sc(tiny, cai::host{}, 9);
+  const auto& ts = sc.parameter_table();
+  const std::vector<float> head(sc.parameters().begin() + ts[ts.size() - 2].offset, sc.parameters().end());
+  sc.load_trunk(lm);
+  for (std::size_t k = 0; k + 2 < ts.size(); ++k)
+    CHECK(std::memcmp(sc.parameters().data() + ts[k].offset, lm.parameters().data() + lm.parameter_table()[k].offset,
+                      static_cast<std::size_t>(ts[k].size) * sizeof(float)) == 0);
+  CHECK(std::equal(head.begin(), head.end(), sc.parameters().begin() + ts[ts.size() - 2].offset));
+  CHECK(sc.steps_taken() == 0);
+  auto other = tiny;
+  other.d_ff = 32;
+  const cai::models::transformer_lm<> wide(other, cai::host{}, 4);
+  const std::vector<float> before(sc.parameters().begin(), sc.parameters().end());
+  CAI_REQUIRE_THROWS_NAMING(sc.load_trunk(wide), cai::invalid_argument, "lm");
+  CHECK(std::equal(before.begin(), before.end(), sc.parameters().begin()));
+}
+
 TEST_CASE("transformer_scalar values are causal, 0 on padding, and sequence scores read the last real token",
           "[models][transformer]") {
   cai::models::transformer_scalar<> m(tiny, cai::host{}, 3, {.init_std = 0.5f});

@@ -160,6 +160,32 @@ class transformer_scalar {
     return ps_.adamw_step(backend_, opt_, learning_rate, "cai::models::transformer_scalar::step");
   }
 
+  /// Initialises the trunk (embeddings, blocks, final LayerNorm) from a language model's, as reward, cost and value
+  /// models usually start from the SFT policy (TRL's reward modelling, OpenRLHF's critic init); the scalar head keeps
+  /// its own weights. The two configs must be equal (cai::invalid_argument naming "lm" otherwise). AdamW moments
+  /// and the step count are reset.
+  template <class LmBackend>
+  void load_trunk(const transformer_lm<LmBackend>& lm) {
+    constexpr std::string_view call = "cai::models::transformer_scalar::load_trunk";
+    if (!(lm.config() == cfg_))
+      detail::fail_argument(call, "lm", "a transformer_lm of this model's config",
+                            detail::concat("d_model ", lm.config().d_model, ", n_layers ", lm.config().n_layers, ", vocab ",
+                                           lm.config().vocab, " (this model: ", cfg_.d_model, ", ", cfg_.n_layers, ", ",
+                                           cfg_.vocab, ")"));
+    const auto& theirs = lm.parameter_table();
+    const auto src = lm.parameters();
+    for (const auto& pi : ps_.table) {
+      if (pi.name == "value_w" || pi.name == "value_b") continue;
+      const auto it = std::find_if(theirs.begin(), theirs.end(), [&](const auto& q) { return q.name == pi.name; });
+      if (it == theirs.end() || it->size != pi.size)
+        detail::fail_argument(call, "lm", detail::concat("a trunk tensor '", pi.name, "' of ", pi.size, " floats"), "none");
+      std::copy_n(src.begin() + it->offset, pi.size, ps_.params.begin() + pi.offset);
+    }
+    std::fill(ps_.m.begin(), ps_.m.end(), 0.0f);
+    std::fill(ps_.v.begin(), ps_.v.end(), 0.0f);
+    ps_.steps = 0;
+  }
+
   /// Writes the model to `path` (magic "CAITFSC1"). Throws cai::error when the file cannot be written.
   void save(const std::string& path) const { ps_.save(path, magic, cfg_, "cai::models::transformer_scalar::save"); }
 
