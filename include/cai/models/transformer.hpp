@@ -150,31 +150,94 @@ inline void layernorm_row_backward(float* dx, float* dg, float* db, const float*
   }
 }
 
-/// out = x W + b for one row; W (in, out) row-major.
-inline void linear_row(float* out, const float* x, const float* W, const float* b, std::int64_t in, std::int64_t n) {
+/// out = x W + b for one row; W (in, out) row-major. Each output sums b, then x[i] W[i, o] for i ascending.
+inline void linear_row(float* __restrict out, const float* __restrict x, const float* __restrict W, const float* __restrict b,
+                       std::int64_t in, std::int64_t n) {
   for (std::int64_t o = 0; o < n; ++o) out[o] = b[o];
   for (std::int64_t i = 0; i < in; ++i) {
     const float xi = x[i];
-    const float* w = W + i * n;
+    const float* __restrict w = W + i * n;
     for (std::int64_t o = 0; o < n; ++o) out[o] += xi * w[o];
   }
 }
 
+/// Four rows of linear_row at once (each weight row read once for four tokens); the same bits as four calls.
+inline void linear_row4(float* __restrict o0, float* __restrict o1, float* __restrict o2, float* __restrict o3, const float* x,
+                        std::int64_t xs, const float* __restrict W, const float* __restrict b, std::int64_t in, std::int64_t n) {
+  for (std::int64_t o = 0; o < n; ++o) o0[o] = o1[o] = o2[o] = o3[o] = b[o];
+  for (std::int64_t i = 0; i < in; ++i) {
+    const float a0 = x[i], a1 = x[xs + i], a2 = x[2 * xs + i], a3 = x[3 * xs + i];
+    const float* __restrict w = W + i * n;
+    for (std::int64_t o = 0; o < n; ++o) {
+      const float wo = w[o];
+      o0[o] += a0 * wo;
+      o1[o] += a1 * wo;
+      o2[o] += a2 * wo;
+      o3[o] += a3 * wo;
+    }
+  }
+}
+
+/// linear_row over `rows` consecutive rows (x (rows, in), out (rows, n)); the same bits as a call per row.
+inline void linear_rows(float* out, const float* x, const float* W, const float* b, std::int64_t in, std::int64_t n, std::int64_t rows) {
+  std::int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    float* o = out + r * n;
+    linear_row4(o, o + n, o + 2 * n, o + 3 * n, x + r * in, in, W, b, in, n);
+  }
+  for (; r < rows; ++r) linear_row(out + r * n, x + r * in, W, b, in, n);
+}
+
+/// sum_o a[o] w[o] in a fixed order: eight interleaved partial sums (lane k takes o = k mod 8), combined pairwise,
+/// then the tail — vectorisable without -ffast-math, and the same bits on every machine and thread count.
+inline float dot_fixed(const float* __restrict a, const float* __restrict w, std::int64_t n) {
+  float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  std::int64_t o = 0;
+  for (; o + 8 <= n; o += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += a[o + k] * w[o + k];
+  float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+  for (; o < n; ++o) s += a[o] * w[o];
+  return s;
+}
+
 /// dx += dy W^T, dW += x^T dy, db += dy for one row.
-inline void linear_row_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W,
-                                std::int64_t in, std::int64_t n) {
+inline void linear_row_backward(float* __restrict dx, float* __restrict dW, float* __restrict db, const float* __restrict dy,
+                                const float* __restrict x, const float* __restrict W, std::int64_t in, std::int64_t n) {
   for (std::int64_t o = 0; o < n; ++o) db[o] += dy[o];
   for (std::int64_t i = 0; i < in; ++i) {
-    const float* w = W + i * n;
-    float* dw = dW + i * n;
+    const float* __restrict w = W + i * n;
+    float* __restrict dw = dW + i * n;
     const float xi = x[i];
-    float acc = 0;
-    for (std::int64_t o = 0; o < n; ++o) {
-      acc += dy[o] * w[o];
-      dw[o] += xi * dy[o];
-    }
-    dx[i] += acc;
+    for (std::int64_t o = 0; o < n; ++o) dw[o] += xi * dy[o];
+    dx[i] += dot_fixed(dy, w, n);
   }
+}
+
+/// linear_row_backward over `rows` consecutive rows, four at a time (dW and db updated once per four tokens, the
+/// tokens' terms added in row order: the same bits as a call per row).
+inline void linear_rows_backward(float* dx, float* dW, float* db, const float* dy, const float* x, const float* W, std::int64_t in,
+                                 std::int64_t n, std::int64_t rows) {
+  std::int64_t r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const float* __restrict d0 = dy + r * n;
+    const float* __restrict d1 = d0 + n;
+    const float* __restrict d2 = d1 + n;
+    const float* __restrict d3 = d2 + n;
+    const float* x0 = x + r * in;
+    float* dx0 = dx + r * in;
+    for (std::int64_t o = 0; o < n; ++o) db[o] = (((db[o] + d0[o]) + d1[o]) + d2[o]) + d3[o];
+    for (std::int64_t i = 0; i < in; ++i) {
+      const float* __restrict w = W + i * n;
+      float* __restrict dw = dW + i * n;
+      const float a0 = x0[i], a1 = x0[in + i], a2 = x0[2 * in + i], a3 = x0[3 * in + i];
+      for (std::int64_t o = 0; o < n; ++o) dw[o] = (((dw[o] + a0 * d0[o]) + a1 * d1[o]) + a2 * d2[o]) + a3 * d3[o];
+      dx0[i] += dot_fixed(d0, w, n);
+      dx0[in + i] += dot_fixed(d1, w, n);
+      dx0[2 * in + i] += dot_fixed(d2, w, n);
+      dx0[3 * in + i] += dot_fixed(d3, w, n);
+    }
+  }
+  for (; r < rows; ++r) linear_row_backward(dx + r * in, dW, db, dy + r * n, x + r * in, W, in, n);
 }
 
 inline constexpr float gelu_k = 0.7978845608028654f;  // sqrt(2 / pi)
@@ -539,24 +602,25 @@ struct trunk {
       sz(la.ln1, n * C), sz(la.ln1_mean, n), sz(la.ln1_rstd, n), sz(la.qkv, n * 3 * C), sz(la.att, H * n * n),
           sz(la.atty, n * C), sz(la.res1, n * C), sz(la.ln2, n * C), sz(la.ln2_mean, n), sz(la.ln2_rstd, n),
           sz(la.fch, n * F), sz(la.fch_gelu, n * F), sz(la.res2, n * C);
-      for (std::int64_t t = 0; t < n; ++t) {
+      // Each stage runs over all n tokens before the next (the matrices are applied to blocks of tokens); every
+      // token's arithmetic is the same as token by token.
+      for (std::int64_t t = 0; t < n; ++t)
         layernorm_row(&la.ln1[t * C], &la.ln1_mean[t], &la.ln1_rstd[t], x + t * C, P(lp.ln1_g), P(lp.ln1_b), C);
-        linear_row(&la.qkv[t * 3 * C], &la.ln1[t * C], P(lp.qkv_w), P(lp.qkv_b), C, 3 * C);
-      }
-      for (std::int64_t t = 0; t < n; ++t) {
+      linear_rows(la.qkv.data(), la.ln1.data(), P(lp.qkv_w), P(lp.qkv_b), C, 3 * C, n);
+      for (std::int64_t t = 0; t < n; ++t)
         for (std::int64_t h = 0; h < H; ++h)
           attend(&la.atty[t * C + h * hd], &la.att[(h * n + t) * n], &la.qkv[t * 3 * C + h * hd], &la.qkv[C + h * hd],
                  &la.qkv[2 * C + h * hd], 3 * C, t, hd, scale);
+      linear_rows(la.res1.data(), la.atty.data(), P(lp.proj_w), P(lp.proj_b), C, C, n);
+      for (std::int64_t t = 0; t < n; ++t) {
         float* r1 = &la.res1[t * C];
-        linear_row(r1, &la.atty[t * C], P(lp.proj_w), P(lp.proj_b), C, C);
         for (std::int64_t i = 0; i < C; ++i) r1[i] += x[t * C + i];
         layernorm_row(&la.ln2[t * C], &la.ln2_mean[t], &la.ln2_rstd[t], r1, P(lp.ln2_g), P(lp.ln2_b), C);
-        linear_row(&la.fch[t * F], &la.ln2[t * C], P(lp.fc_w), P(lp.fc_b), C, F);
-        for (std::int64_t j = 0; j < F; ++j) la.fch_gelu[t * F + j] = gelu(la.fch[t * F + j]);
-        float* r2 = &la.res2[t * C];
-        linear_row(r2, &la.fch_gelu[t * F], P(lp.fc2_w), P(lp.fc2_b), F, C);
-        for (std::int64_t i = 0; i < C; ++i) r2[i] += r1[i];
       }
+      linear_rows(la.fch.data(), la.ln2.data(), P(lp.fc_w), P(lp.fc_b), C, F, n);
+      for (std::int64_t j = 0; j < n * F; ++j) la.fch_gelu[j] = gelu(la.fch[j]);
+      linear_rows(la.res2.data(), la.fch_gelu.data(), P(lp.fc2_w), P(lp.fc2_b), F, C, n);
+      for (std::int64_t j = 0; j < n * C; ++j) la.res2[j] += la.res1[j];
       x = la.res2.data();
     }
     a.lnf.assign(static_cast<std::size_t>(n * C), 0.0f);
@@ -589,20 +653,19 @@ struct trunk {
       dres1 = dx;
       std::fill(dfch.begin(), dfch.end(), 0.0f);
       std::fill(dln.begin(), dln.end(), 0.0f);
-      for (std::int64_t t = 0; t < n; ++t) {
-        linear_row_backward(&dfch[t * F], g + lp.fc2_w, g + lp.fc2_b, &dx[t * C], &la.fch_gelu[t * F], P(lp.fc2_w), F, C);
-        for (std::int64_t j = 0; j < F; ++j) dfch[t * F + j] *= gelu_grad(la.fch[t * F + j]);
-        linear_row_backward(&dln[t * C], g + lp.fc_w, g + lp.fc_b, &dfch[t * F], &la.ln2[t * C], P(lp.fc_w), C, F);
+      // Stage by stage over the tokens (each parameter gradient still receives the tokens' terms in token order).
+      linear_rows_backward(dfch.data(), g + lp.fc2_w, g + lp.fc2_b, dx.data(), la.fch_gelu.data(), P(lp.fc2_w), F, C, n);
+      for (std::int64_t j = 0; j < n * F; ++j) dfch[j] *= gelu_grad(la.fch[j]);
+      linear_rows_backward(dln.data(), g + lp.fc_w, g + lp.fc_b, dfch.data(), la.ln2.data(), P(lp.fc_w), C, F, n);
+      for (std::int64_t t = 0; t < n; ++t)
         layernorm_row_backward(&dres1[t * C], g + lp.ln2_g, g + lp.ln2_b, &dln[t * C], &la.res1[t * C], P(lp.ln2_g),
                                la.ln2_mean[t], la.ln2_rstd[t], C);
-      }
       // res1 = xin + attention(LN1(xin)) Wo + bo.
       dxin = dres1;
       std::fill(datty.begin(), datty.end(), 0.0f);
       std::fill(dqkv.begin(), dqkv.end(), 0.0f);
       std::fill(dln.begin(), dln.end(), 0.0f);
-      for (std::int64_t t = 0; t < n; ++t)
-        linear_row_backward(&datty[t * C], g + lp.proj_w, g + lp.proj_b, &dres1[t * C], &la.atty[t * C], P(lp.proj_w), C, C);
+      linear_rows_backward(datty.data(), g + lp.proj_w, g + lp.proj_b, dres1.data(), la.atty.data(), P(lp.proj_w), C, C, n);
       for (std::int64_t h = 0; h < H; ++h)
         for (std::int64_t t = 0; t < n; ++t) {
           const float* p = &la.att[(h * n + t) * n];
@@ -631,11 +694,10 @@ struct trunk {
             }
           }
         }
-      for (std::int64_t t = 0; t < n; ++t) {
-        linear_row_backward(&dln[t * C], g + lp.qkv_w, g + lp.qkv_b, &dqkv[t * 3 * C], &la.ln1[t * C], P(lp.qkv_w), C, 3 * C);
+      linear_rows_backward(dln.data(), g + lp.qkv_w, g + lp.qkv_b, dqkv.data(), la.ln1.data(), P(lp.qkv_w), C, 3 * C, n);
+      for (std::int64_t t = 0; t < n; ++t)
         layernorm_row_backward(&dxin[t * C], g + lp.ln1_g, g + lp.ln1_b, &dln[t * C], xin + t * C, P(lp.ln1_g),
                                la.ln1_mean[t], la.ln1_rstd[t], C);
-      }
       dx.swap(dxin);
     }
     for (std::int64_t t = 0; t < n; ++t)
@@ -899,8 +961,7 @@ class transformer_lm {
     const std::int64_t n = a.n, C = cfg_.d_model, V = cfg_.vocab;
     if (n == 0) return;
     trunk_.forward(ps_.params.data(), a, tok);
-    for (std::int64_t t = 0; t < n; ++t)
-      tf_detail::linear_row(logits + t * V, &a.lnf[t * C], P(head_w_), P(head_b_), C, V);
+    tf_detail::linear_rows(logits, a.lnf.data(), P(head_w_), P(head_b_), C, V, n);
   }
 
   /// Backward of one row: dlogits (T, V) -> parameter gradients written into g (parameter_count() floats).
@@ -908,8 +969,7 @@ class transformer_lm {
     const std::int64_t n = a.n, C = cfg_.d_model, V = cfg_.vocab;
     if (n == 0) return;
     std::vector<float> dln(static_cast<std::size_t>(n * C), 0.0f);
-    for (std::int64_t t = 0; t < n; ++t)
-      tf_detail::linear_row_backward(&dln[t * C], g + head_w_, g + head_b_, dlogits + t * V, &a.lnf[t * C], P(head_w_), C, V);
+    tf_detail::linear_rows_backward(dln.data(), g + head_w_, g + head_b_, dlogits, a.lnf.data(), P(head_w_), C, V, n);
     trunk_.backward(ps_.params.data(), a, tok, dln.data(), g);
   }
 
