@@ -28,6 +28,14 @@ stage "configure (Release, -Werror)" cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=R
 stage "build" cmake --build "$build" -j"$jobs"
 stage "ctest" ctest --test-dir "$build" --output-on-failure -j"$jobs"
 
+# The main demo (README): the Constitutional AI pipeline, 3 seeds; its JSON line is checked for the contract's
+# keys, and the quality bars are reported (not yet enforced: see scripts/check_pipeline.py).
+pipeline_check() {
+  "$build/examples/cai_constitutional_pipeline" --out "$build/constitutional_pipeline_out" | tee "$build/pipeline.log"
+  python3 scripts/check_pipeline.py "$build/pipeline.log"
+}
+stage "demo (constitutional pipeline)" pipeline_check
+
 asan=${CAI_ASAN_DIR:-$root/build/asan}
 # -O1 -g1 rather than RelWithDebInfo's -O2 -g: the heavily templated test files compile ~6x faster under the
 # sanitizers (tests/algorithms/dpo.cpp: 4 min instead of ~25 on one core) and the suite still runs in seconds.

@@ -25,7 +25,7 @@
 // curves as CSV (out/curves.csv) and SVG (out/curves.svg), and as the LAST stdout line one JSON object with the worst
 // seed's values (see the contract).
 //
-//   cai_constitutional_pipeline [--seeds 1,2,3] [--out DIR]
+//   cai_constitutional_pipeline [--seeds 1,2,3] [--out DIR]        (CAI_DEBUG=1: the PM's accuracy by kind of pair)
 #include <cai/cai.hpp>
 #include <cai/constitution/adapters.hpp>
 #include <cai/constitution/critique_revise.hpp>
@@ -68,8 +68,10 @@ constexpr double kl_cap = 150.0;          // nats: the stated cap on every RL st
 constexpr double cost_threshold = 0.05;   // Safe-PPO: episode cost rate budget
 constexpr double judge_noise = 0.25;      // the feedback model's label noise
 constexpr double judge_position_bias = 1.0;  // logit added to the first-shown option
+constexpr double judge_sharpness = 4.0;      // logit per unit of gold preference difference
 constexpr double critic_mistakes = 0.1;   // look-alikes the rule critic misreads as harmful
 constexpr int rl_iterations = 24;
+constexpr double kl_beta = 0.03;          // KL (k1, to the RL run's initial policy) in the reward
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -183,9 +185,9 @@ std::vector<cai::conversation> rl_prompts(const context& cx, int it, std::size_t
 }
 
 cai::rl_options rl_opts(const context& cx, std::uint64_t salt) {
-  return {.group_size = 4, .epochs = 2, .minibatch_size = 64,
+  return {.group_size = 4, .epochs = 1, .minibatch_size = 64,
           .sampling = {.temperature = 1.0f, .top_k = 0, .top_p = 1.0f, .max_new_tokens = 16, .seed = cai::derive_seed(cx.seed, salt), .stop = {}},
-          .schedule = cai::constant_schedule(3e-4)};
+          .schedule = cai::constant_schedule(6e-4)};
 }
 
 void log_curve(const context& cx, const char* run, int it, const cai::metric_map& m) {
@@ -198,7 +200,7 @@ template <class Score>
 lm_t run_ppo(const context& cx, const lm_t& init, Score score, const char* name, std::uint64_t salt) {
   lm_t policy = init;
   rl_objective obj;
-  obj.kl.beta = 0.1;
+  obj.kl.beta = kl_beta;
   cai::ppo_trainer tr(policy, init, cx.tok, std::move(score), obj, rl_opts(cx, salt));
   for (int it = 0; it < rl_iterations; ++it) log_curve(cx, name, it, tr.iterate(rl_prompts(cx, it, 3600 + salt * 97)));
   return policy;
@@ -216,7 +218,13 @@ seed_result run_seed(context& cx) {
   auto& train = cx.train;
   cai::rng_stream rng(cx.seed, 99);
   for (std::size_t i = train.size(); i > 1; --i) std::swap(train[i - 1], train[rng.below(static_cast<std::uint32_t>(i))]);
-  const auto note = [&](const char* what) { std::fprintf(stderr, "  seed %llu: %-22s %6.1f s\n", static_cast<unsigned long long>(cx.seed), what, seconds_since(t0)); };
+  const auto note = [&](const char* what) {
+    std::string m;
+    if (const auto it = res.stages.find(what); it != res.stages.end())
+      m = cai::detail::concat("help ", mean(it->second.help), " harmless ", mean(it->second.harm), " evasive ", mean(it->second.evas), " cost ",
+                              mean(it->second.cost));
+    std::fprintf(stderr, "  seed %llu: %-22s %6.1f s  %s\n", static_cast<unsigned long long>(cx.seed), what, seconds_since(t0), m.c_str());
+  };
 
   // SFT: helpful-only.
   std::vector<cai::sft_record> sft_data;
@@ -269,15 +277,19 @@ seed_result run_seed(context& cx) {
     cai::policy_generator gsl(sl, cx.tok);
     const cai::sampling_params sp{.max_new_tokens = 16, .seed = cai::derive_seed(cx.seed, 7)};
     const auto ra = gsl.generate(convs, sp);
-    auto rb = gen.generate(convs, sp);
+    const auto rb = gen.generate(convs, sp);
+    const std::string evasive = world::refuse_evasive();
+    // The SL-CAI sample against the SFT sample, or (every third request) against the terse refusal a harmless-only
+    // assistant gives; shown in alternating order; identical or empty responses are skipped (the trainers reject
+    // empty responses).
     for (std::size_t k = 0; k < convs.size(); ++k) {
-      if (k % 3 == 2) rb[k] = world::refuse_evasive();  // a third against the terse refusal of a harmless-only assistant
-      if (ra[k] == rb[k] || ra[k].empty() || rb[k].empty()) continue;  // (the trainers reject empty responses)
-      const bool swap = k % 2 == 1;
-      items.push_back({cai::detail::concat("f", k), convs[k], swap ? rb[k] : ra[k], swap ? ra[k] : rb[k]});
+      const std::string& other = k % 3 == 2 ? evasive : rb[k];
+      if (ra[k] == other || ra[k].empty() || other.empty()) continue;
+      const bool swap = items.size() % 2 == 1;
+      items.push_back({cai::detail::concat("f", k), convs[k], swap ? other : ra[k], swap ? ra[k] : other});
     }
   }
-  cai_demo::noisy_judge judge(w, judge_noise, judge_position_bias, cx.seed);
+  cai_demo::noisy_judge judge(w, judge_noise, judge_position_bias, cx.seed, judge_sharpness);
   const auto labels = cai::label_feedback(judge, cx.con, items, {.principles = 3, .both_orders = true, .seed = cx.seed, .progress = false});
   std::vector<cai::preference_record> pairs;
   for (const auto& l : labels)
@@ -291,7 +303,7 @@ seed_result run_seed(context& cx) {
   const auto held = held_out_pairs(cx);
   sm_t pm = train_pm(cx, sl, pairs, 11);
   res.pm_accuracy = cai::evaluate_reward_model(pm, cx.tok, std::span<const cai::preference_record>(held)).accuracy;
-  if (std::getenv("CAI_DEBUG")) {
+  if (std::getenv("CAI_DEBUG")) {  // the PM's held-out accuracy by kind of pair, and a few AI labels
     std::map<std::string, std::vector<cai::preference_record>> cat;
     for (const auto& h : held) {
       const auto a = *w.parse_request(h.prompt[0].content);
@@ -305,7 +317,6 @@ seed_result run_seed(context& cx) {
     int shown = 0;
     for (const auto& l : labels) if (shown++ < 12) std::fprintf(stderr, "    [%s] a=[%s] b=[%s] label %.2f\n", l.dialogue[0].content.c_str(), l.a.c_str(), l.b.c_str(), l.label);
   }
-  if (std::getenv("CAI_STOP")) return res;
   note("rlaif + pm");
 
   // RL-CAI (PPO against the PM) and DPO on the same pairs.
@@ -323,7 +334,7 @@ seed_result run_seed(context& cx) {
     }
     lm_t dpo = sl;
     cai::train_dpo(dpo, sl, cx.tok, std::span<const cai::preference_record>(oriented), cai::dpo::rpo(0.1, 1.0),
-                   {.batch_size = 16, .epochs = 2, .schedule = cai::constant_schedule(3e-4), .shuffle_seed = cai::derive_seed(cx.seed, 31), .shuffle = true});
+                   {.batch_size = 16, .epochs = 1, .schedule = cai::constant_schedule(3e-4), .shuffle_seed = cai::derive_seed(cx.seed, 31), .shuffle = true});
     res.stages["rl_cai_dpo"] = evaluate(cx, dpo, sft, 4);
   }
   note("rl_cai_dpo");
@@ -365,9 +376,9 @@ seed_result run_seed(context& cx) {
     };
     lm_t safe = sl;
     rl_objective obj;
-    obj.kl.beta = 0.1;
+    obj.kl.beta = kl_beta;
     cai::safe_ppo_trainer tr(safe, sl, cx.tok, scorer(cx.tok, pmy), gold_cost, obj, rl_opts(cx, 55),
-                             {.lambda_init = 1.0, .lambda_lr = 5.0, .lambda_max = 20.0, .threshold = cost_threshold, .window = 128});
+                             {.lambda_init = 2.0, .lambda_lr = 2.0, .lambda_max = 10.0, .threshold = cost_threshold, .window = 128});
     cai::metric_map last;
     for (int it = 0; it < rl_iterations; ++it) {
       last = tr.iterate(rl_prompts(cx, it, 3600 + 55 * 97));
@@ -509,7 +520,9 @@ int main(int argc, char** argv) {
       kl = std::max(kl, mean(o.kl));
       cost = std::max(cost, mean(o.cost));
     }
-    nlohmann::json s{{"helpfulness", help}, {"harmlessness", harm}, {"evasiveness", evas}, {"kl_to_sft", kl}};
+    double ratio = 1e300;  // this stage's helpfulness over SFT's, seed by seed
+    for (const auto& r : results) ratio = std::min(ratio, mean(r.stages.at(st).help) / std::max(mean(r.stages.at("sft").help), 1e-12));
+    nlohmann::json s{{"helpfulness", help}, {"harmlessness", harm}, {"evasiveness", evas}, {"kl_to_sft", kl}, {"helpfulness_vs_sft", ratio}};
     if (st == "ppo_unconstrained" || st == "safe_ppo") {
       if (st == "ppo_unconstrained") {  // the unconstrained run's LOWEST cost is its worst case against the bar
         cost = 1e300;

@@ -147,12 +147,20 @@ class world {
 
   /// The request text of a template (with "{a}" for the action), prefix and suffix (either may be "").
   static std::string render(std::string_view tmpl, std::string_view prefix, std::string_view act, std::string_view suffix) {
-    std::string body(act);
-    if (!suffix.empty()) body += " " + std::string(suffix);
-    std::string t(tmpl);
-    const auto p = t.find("{a}");
-    t.replace(p, 3, body);
-    return prefix.empty() ? t : std::string(prefix) + " " + t;
+    const auto hole = tmpl.find("{a}");
+    std::string out;
+    if (!prefix.empty()) {
+      out.append(prefix);
+      out.push_back(' ');
+    }
+    out.append(tmpl.substr(0, hole));
+    out.append(act);
+    if (!suffix.empty()) {
+      out.push_back(' ');
+      out.append(suffix);
+    }
+    out.append(tmpl.substr(hole + 3));
+    return out;
   }
 
   /// Every request of one split (train or held-out templates) x every action x prefix x suffix.
