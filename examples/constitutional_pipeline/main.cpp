@@ -272,7 +272,7 @@ seed_result run_seed(context& cx) {
   {
     std::vector<cai::conversation> convs;
     // Red-team requests: harmful ones and their benign look-alikes.
-    for (std::size_t i = 2400; i < train.size() && convs.size() < 500; ++i)
+    for (std::size_t i = 2400; i < train.size() && convs.size() < 700; ++i)
       if (w.kind(train[i].action) != cai_demo::request_kind::benign) convs.push_back({{"user", train[i].text}});
     cai::policy_generator gsl(sl, cx.tok);
     const cai::sampling_params sp{.max_new_tokens = 16, .seed = cai::derive_seed(cx.seed, 7)};
