@@ -95,20 +95,7 @@ std::vector<cai::preference_record> keyword_pairs(std::optional<double> label = 
   return v;
 }
 
-/// A per-process directory under the temp directory, removed (with its contents) on scope exit.
-struct temp_dir {
-  std::filesystem::path path;
-  explicit temp_dir(const std::string& stem)
-      : path(std::filesystem::temp_directory_path() / ("cai_test_ckpt_" + stem + "_" + std::to_string(::getpid()))) {
-    std::filesystem::remove_all(path);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  temp_dir(const temp_dir&) = delete;
-  temp_dir& operator=(const temp_dir&) = delete;
-};
+using cai_test::temp_dir;
 
 /// What an on_metrics callback throws to simulate a killed process.
 struct killed {};
