@@ -5,7 +5,7 @@
 
 Always: the JSON has every key of the contract, with finite numbers, at least 3 seeds and 500 eval prompts
 (exit 1 otherwise). Then every quality bar of issue 8 is evaluated and printed PASS / FAIL; with --strict a failed
-bar is also exit 1. (The bars are not all met yet — see the issue note — so CI runs this without --strict.)
+bar is also exit 1 (scripts/test.sh runs it so).
 """
 import json
 import math

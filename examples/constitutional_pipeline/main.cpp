@@ -238,12 +238,12 @@ seed_result run_seed(context& cx) {
   cai::policy_generator gen(sft, cx.tok);
   cai_demo::rule_critic critic(w, cx.con, gen, critic_mistakes, cx.seed);
   std::vector<cai::prompt_record> red;
-  // The SL-CAI red-team set covers half of the harmful actions (every other one, per seed), as a red team never
-  // covers every harm: RL-CAI's feedback prompts cover them all.
+  // The SL-CAI red-team set covers half of the harmful actions (every other one), as a red team never covers every
+  // harm: RL-CAI's feedback prompts cover them all. The red-team set is data, the same for every seed.
   const auto covered = [&](std::size_t a) {
     std::size_t rank = 0;
     for (std::size_t b = 0; b < a; ++b) rank += w.at(b).harmful ? 1 : 0;
-    return (rank + cx.seed) % 2 == 0;
+    return rank % 2 == 1;
   };
   for (std::size_t i = 1600; i < train.size() && red.size() < 500; ++i)
     if (!w.at(train[i].action).harmful || covered(train[i].action)) red.push_back({cai::detail::concat("r", i), {{"user", train[i].text}}});
