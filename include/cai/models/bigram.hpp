@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "../algorithms/logprobs.hpp"
+#include "../algorithms/sampling.hpp"
 #include "../concepts/backend.hpp"
 #include "../concepts/types.hpp"
 #include "../core/error.hpp"
@@ -122,10 +123,7 @@ class bigram_lm {
   /// eos_id when given (>= 0). Behaviour log-probs are those of the sampled tokens at the sampling temperature.
   sample_batch sample(const token_batch& prompts, const sampling_params& sp, std::int32_t eos_id = -1) const {
     constexpr std::string_view call = "cai::models::bigram_lm::sample";
-    if (!(sp.temperature > 0.0f) || !std::isfinite(sp.temperature)) detail::fail_argument(call, "temperature", "a finite value > 0", sp.temperature);
-    if (sp.max_new_tokens < 0) detail::fail_argument(call, "max_new_tokens", "a value >= 0", sp.max_new_tokens);
-    if (sp.top_k < 0) detail::fail_argument(call, "top_k", "a value >= 0", sp.top_k);
-    if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f)) detail::fail_argument(call, "top_p", "a value in (0, 1]", sp.top_p);
+    check_sampling_params(call, sp);
     check_batch(prompts, call);
     const std::int64_t B = prompts.tokens.extent(0), Tp = prompts.tokens.extent(1);
     const std::int64_t T = Tp + sp.max_new_tokens;
@@ -151,7 +149,7 @@ class bigram_lm {
         const std::int32_t prev = out.tokens[static_cast<std::size_t>(b * T + len - 1)];
         const float* w = &weights_.view()(prev, 0);
         for (std::int64_t j = 0; j < vocab_; ++j) z[static_cast<std::size_t>(j)] = w[j] / sp.temperature;
-        const auto [tok, lp] = draw(z, sp, r);
+        const auto [tok, lp] = draw_token(z, sp, r);
         const auto at = static_cast<std::size_t>(b * T + len);
         out.tokens[at] = tok;
         out.mask[at] = 1;
@@ -213,44 +211,6 @@ class bigram_lm {
                                          detail::concat(dst.extent(0), "x", dst.extent(1)));
     for (std::int64_t b = 0; b < src.extent(0); ++b)
       for (std::int64_t t = 0; t < src.extent(1); ++t) dst(b, t) = src(b, t);
-  }
-
-  /// Draws one token from softmax(z) restricted by top-k / top-p; returns the token and its log-prob under the
-  /// unrestricted distribution at this temperature (the behaviour log-prob that matches log_probs()).
-  static std::pair<std::int32_t, float> draw(const std::vector<float>& z, const sampling_params& sp, rng_stream& r) {
-    const auto V = static_cast<std::int64_t>(z.size());
-    softmax_state<double> st;
-    for (float v : z) st.push(v);
-    const double lse = st.lse();
-    std::vector<std::int32_t> order(static_cast<std::size_t>(V));
-    for (std::int64_t j = 0; j < V; ++j) order[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(j);
-    std::int64_t keep = V;
-    if (sp.top_k > 0 || sp.top_p < 1.0f) {
-      std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return z[static_cast<std::size_t>(a)] > z[static_cast<std::size_t>(b)]; });
-      if (sp.top_k > 0) keep = std::min<std::int64_t>(keep, sp.top_k);
-      if (sp.top_p < 1.0f) {
-        double mass = 0;
-        std::int64_t k = 0;
-        while (k < keep) {
-          mass += std::exp(z[static_cast<std::size_t>(order[static_cast<std::size_t>(k)])] - lse);
-          ++k;
-          if (mass >= sp.top_p) break;
-        }
-        keep = k;
-      }
-    }
-    double total = 0;
-    for (std::int64_t k = 0; k < keep; ++k) total += std::exp(z[static_cast<std::size_t>(order[static_cast<std::size_t>(k)])] - lse);
-    double u = r.uniform_double() * total;
-    std::int32_t pick = order[static_cast<std::size_t>(keep - 1)];
-    for (std::int64_t k = 0; k < keep; ++k) {
-      u -= std::exp(z[static_cast<std::size_t>(order[static_cast<std::size_t>(k)])] - lse);
-      if (u < 0) {
-        pick = order[static_cast<std::size_t>(k)];
-        break;
-      }
-    }
-    return {pick, static_cast<float>(z[static_cast<std::size_t>(pick)] - lse)};
   }
 
   Backend backend_;

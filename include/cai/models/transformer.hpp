@@ -87,6 +87,7 @@
 
 #include "../algorithms/dispatch.hpp"
 #include "../algorithms/logprobs.hpp"
+#include "../algorithms/sampling.hpp"
 #include "../concepts/backend.hpp"
 #include "../concepts/types.hpp"
 #include "../core/error.hpp"
@@ -855,10 +856,7 @@ class transformer_lm {
   /// rng_stream(derive_seed(seed, b)). Needs prompt length + max_new_tokens <= max_seq.
   sample_batch sample(const token_batch& prompts, const sampling_params& sp, std::int32_t eos_id = -1) const {
     constexpr std::string_view call = "cai::models::transformer_lm::sample";
-    if (!(sp.temperature > 0.0f) || !std::isfinite(sp.temperature)) detail::fail_argument(call, "temperature", "a finite value > 0", sp.temperature);
-    if (sp.max_new_tokens < 0) detail::fail_argument(call, "max_new_tokens", "a value >= 0", sp.max_new_tokens);
-    if (sp.top_k < 0) detail::fail_argument(call, "top_k", "a value >= 0", sp.top_k);
-    if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f)) detail::fail_argument(call, "top_p", "a value in (0, 1]", sp.top_p);
+    check_sampling_params(call, sp);
     tf_detail::check_batch(cfg_, prompts, call);
     const std::int64_t B = prompts.tokens.extent(0), Tp = prompts.tokens.extent(1);
     const std::int64_t T = Tp + sp.max_new_tokens;
@@ -992,7 +990,7 @@ class transformer_lm {
     rng_stream r(derive_seed(sp.seed, static_cast<std::uint64_t>(b)), 0);
     for (std::int32_t k = 0; k < sp.max_new_tokens; ++k) {
       for (std::int64_t j = 0; j < V; ++j) z[j] = lg[j] / sp.temperature;
-      const auto [tok, lp] = draw(z, sp, r);
+      const auto [tok, lp] = draw_token(z, sp, r);
       const auto at = static_cast<std::size_t>(b * T + len);
       out.tokens[at] = tok;
       out.mask[at] = 1;
@@ -1002,44 +1000,6 @@ class transformer_lm {
       decode(kv, len, tok, lg.data());
       ++len;
     }
-  }
-
-  /// Draws one token from softmax(z) restricted by top-k / top-p (the order of cai::models::bigram_lm); returns
-  /// it with its log-prob under the unrestricted distribution (the behaviour log-prob matching log_probs()).
-  static std::pair<std::int32_t, float> draw(const std::vector<float>& z, const sampling_params& sp, rng_stream& r) {
-    const auto V = static_cast<std::int64_t>(z.size());
-    softmax_state<double> st;
-    for (float v : z) st.push(v);
-    const double lse = st.lse();
-    std::vector<std::int32_t> order(static_cast<std::size_t>(V));
-    for (std::int64_t j = 0; j < V; ++j) order[j] = static_cast<std::int32_t>(j);
-    std::int64_t keep = V;
-    if (sp.top_k > 0 || sp.top_p < 1.0f) {
-      std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t c) { return z[a] > z[c]; });
-      if (sp.top_k > 0) keep = std::min<std::int64_t>(keep, sp.top_k);
-      if (sp.top_p < 1.0f) {
-        double mass = 0;
-        std::int64_t k = 0;
-        while (k < keep) {
-          mass += std::exp(z[order[k]] - lse);
-          ++k;
-          if (mass >= sp.top_p) break;
-        }
-        keep = k;
-      }
-    }
-    double total = 0;
-    for (std::int64_t k = 0; k < keep; ++k) total += std::exp(z[order[k]] - lse);
-    double u = r.uniform_double() * total;
-    std::int32_t pick = order[keep - 1];
-    for (std::int64_t k = 0; k < keep; ++k) {
-      u -= std::exp(z[order[k]] - lse);
-      if (u < 0) {
-        pick = order[k];
-        break;
-      }
-    }
-    return {pick, static_cast<float>(z[pick] - lse)};
   }
 
   Backend backend_;

@@ -1,0 +1,685 @@
+// cai/torch/policy.hpp — LibTorch models as cai policies and scalar models (component cai::torch).
+//
+//   cai::torch_lm<Module>            a causal LM as cai::trainable_policy and cai::sampling_policy
+//   cai::torch_scalar_model<Module>  a scalar head (reward, cost, value) as cai::scalar_model and
+//                                    cai::trainable_scalar_model
+//   cai::load_torchscript(path)      torch::jit::load with cai errors
+//
+// Module is either a TorchScript module (torch::jit::script::Module, e.g. from cai::load_torchscript) or a C++
+// torch::nn module handle (std::shared_ptr<Impl> or a TORCH_MODULE holder) whose forward(at::Tensor) returns the
+// output. The adapter holds the module (both are shared handles: the caller's copy sees the same parameters).
+//   LM:      forward(ids (B, T) int64) -> logits (B, T, V), logits[b, t] predicting ids[b, t + 1] (a TorchScript
+//            forward may also return a tuple or list whose first element is the logits, or a dict with "logits").
+//            Optional key-value cache, used by sample(): a method forward_cached(ids (B, L), past) -> (logits (B, L, V),
+//            past') where past is a list of tensors the model owns (empty on the first call) and positions continue
+//            from the cached length; a TorchScript module exports it with @torch.jit.export (List[Tensor]), a C++
+//            module declares `at::Tensor forward_cached(const at::Tensor&, std::vector<at::Tensor>& past)`.
+//   scalar:  forward(ids) -> values (B, T) or (B, T, 1), one scalar per position (cai/concepts/scalar_model.hpp).
+// Every forward runs on the module's device (that of its first parameter) with ids built from the token batch; the
+// positions a row's mask marks as padding are fed options.pad_id (right padding: a causal model's real positions
+// never see them).
+//
+// Training forward (torch_lm::train_forward), with temperature tau and the cai alignment of DESIGN.md:
+//   logp[b, t] = log softmax(logits[b, t - 1] / tau)[ids[b, t]],  entropy[b, t] = H(softmax(logits[b, t - 1] / tau))
+// on the scored positions (mask and loss_mask both 1, t >= 1; 0 elsewhere). Two interchangeable ways compute it
+// (options.logits_path): cai_host — cai::token_logprobs over a zero-copy view of CPU logits (fp32, bf16 or fp16),
+// one pass with no (B, T, V) temporary, and backward(handle, grads) writes dlogits with cai::token_logprobs_backward
+// and pushes them into autograd with logits.backward(dlogits); torch_ops — log_softmax + gather (+ entropy) as torch
+// operations, backward through torch::autograd::backward on logp and entropy (any device: this is the CUDA path,
+// running on LibTorch's current stream). automatic = cai_host for CPU logits, torch_ops otherwise. Either way the
+// gradients of ANY cai loss (dL/dlogp, dL/dentropy) reach the module's parameters through torch autograd.
+// The handle keeps the autograd graph alive until backward() consumes it (or the handle is destroyed).
+//
+// Optimiser: options.optimizer(parameters) builds a torch::optim optimiser (default AdamW, betas (0.9, 0.999),
+// eps 1e-8, weight decay 0). zero_grad() clears the gradients; step(lr) sets lr on every parameter group, clips the
+// global gradient norm to options.max_grad_norm when > 0 (torch::nn::utils::clip_grad_norm_), steps, and returns the
+// pre-clip norm. options.eval_mode (default true) keeps the module in eval() mode — dropout off — so that training
+// log-probs equal sampling and reference log-probs (RLHF needs them to match); set it false to train with dropout.
+//
+// Sampling (torch_lm::sample): rows are grouped by prompt length; each group decodes in lockstep, with the model's
+// key-value cache when it has forward_cached (options.use_cache) and otherwise by re-running the whole prefix.
+// Tokens are drawn by cai::draw_token (temperature, top-k, top-p; row b from rng_stream(derive_seed(seed, b))), and
+// the behaviour log-probs are those of the unrestricted distribution at the sampling temperature: they equal
+// log_probs(..., temperature) up to float rounding (the tests bound the difference).
+//
+// Bad input: a module whose output is not (B, T, V) / (B, T) [(B, T, 1)], or whose vocabulary differs from
+// options.vocab (when given) or from the first forward's, is cai::shape_error naming "module"; token ids outside
+// [0, V) on real positions are cai::invalid_argument naming "batch.tokens"; mismatched batch / gradient shapes are
+// cai::shape_error naming the argument; a missing file is cai::invalid_argument and an unreadable one cai::parse_error,
+// both naming "path"; an exception LibTorch raises inside a forward or backward becomes cai::error naming the call.
+//
+//   auto lm = cai::torch_lm(cai::load_torchscript("policy.pt"));
+//   auto ref = cai::torch_lm(cai::load_torchscript("policy.pt"));      // a separate, frozen copy
+//   cai::train_dpo(lm, ref, tok, pairs, cai::dpo::sigmoid{.beta = 0.1}, {.batch_size = 8});
+#pragma once
+
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "../algorithms/logprobs.hpp"
+#include "../algorithms/sampling.hpp"
+#include "../concepts/types.hpp"
+#include "../core/error.hpp"
+#include "../core/rng.hpp"
+#include "tensor.hpp"
+
+namespace cai {
+
+/// How torch_lm computes per-token log-probs and entropy from logits (see the header comment).
+enum class torch_logits_path { automatic, cai_host, torch_ops };
+
+/// Options of torch_lm and torch_scalar_model (fields a scalar model does not use are ignored).
+struct torch_model_options {
+  std::int64_t vocab = 0;         ///< expected vocabulary; 0: taken from the first forward (a one-token probe)
+  std::int64_t max_seq = 0;       ///< longest sequence sample() may build; 0: not checked
+  std::int64_t pad_id = 0;        ///< id fed at padding positions
+  bool eval_mode = true;          ///< keep the module in eval() mode (dropout off)
+  bool use_cache = true;          ///< sample with forward_cached when the module has it
+  double max_grad_norm = 0.0;     ///< > 0: clip the global gradient norm before each step
+  torch_logits_path logits_path = torch_logits_path::automatic;
+  /// Builds the optimiser over the module's parameters; empty: AdamW (lr set by each step()).
+  std::function<std::unique_ptr<::torch::optim::Optimizer>(std::vector<at::Tensor>)> optimizer{};
+};
+
+/// Loads a TorchScript module onto `device`; cai::invalid_argument (missing file) or cai::parse_error (not a
+/// TorchScript archive) naming "path".
+inline ::torch::jit::script::Module load_torchscript(const std::filesystem::path& path, c10::Device device = c10::kCPU) {
+  constexpr std::string_view call = "cai::load_torchscript";
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec))
+    detail::fail_argument(call, "path", "an existing TorchScript file", path.string());
+  try {
+    return ::torch::jit::load(path.string(), device);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    if (auto nl = what.find('\n'); nl != std::string::npos) what.resize(nl);  // LibTorch appends a C++ backtrace
+    detail::fail_argument<parse_error>(call, "path", "a TorchScript archive (torch.jit.save)", detail::concat(path.string(), ": ", what));
+  }
+}
+
+namespace detail::tch {
+
+using jit_module = ::torch::jit::script::Module;
+
+template <class M>
+concept nn_module_handle = requires(M& m, const at::Tensor& t) {
+  { m->forward(t) } -> std::convertible_to<at::Tensor>;
+  { m->parameters() } -> std::convertible_to<std::vector<at::Tensor>>;
+  m->train(true);
+};
+
+template <class M>
+concept torch_module = std::same_as<M, jit_module> || nn_module_handle<M>;
+
+/// The first line of a LibTorch message (it appends a C++ backtrace).
+inline std::string first_line(const char* what) {
+  std::string s = what;
+  if (auto nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
+  return s;
+}
+
+/// Runs f, turning a LibTorch exception into cai::error naming `call`.
+template <class F>
+decltype(auto) guarded(std::string_view call, F&& f) {
+  try {
+    return std::forward<F>(f)();
+  } catch (const cai::error&) {
+    throw;
+  } catch (const c10::Error& e) {
+    throw cai::error(detail::concat(call, ": LibTorch raised: ", first_line(e.what())));
+  }
+}
+
+inline at::Tensor output_tensor(const c10::IValue& v, std::string_view call) {
+  if (v.isTensor()) return v.toTensor();
+  if (v.isTuple() && !v.toTupleRef().elements().empty() && v.toTupleRef().elements()[0].isTensor())
+    return v.toTupleRef().elements()[0].toTensor();
+  if (v.isTensorList() && v.toTensorList().size() > 0) return v.toTensorList().get(0);
+  if (v.isList() && v.toListRef().size() > 0 && v.toListRef()[0].isTensor()) return v.toListRef()[0].toTensor();
+  if (v.isGenericDict())
+    for (const auto& kv : v.toGenericDict())
+      if (kv.key().isString() && kv.key().toStringRef() == "logits" && kv.value().isTensor()) return kv.value().toTensor();
+  detail::fail_argument<shape_error>(call, "module", "a forward returning a tensor (or a tuple / list / dict with it first / \"logits\")",
+                                     v.tagKind());
+}
+
+template <torch_module M>
+at::Tensor call_forward(M& m, const at::Tensor& ids, std::string_view call) {
+  if constexpr (std::same_as<M, jit_module>) {
+    return output_tensor(guarded(call, [&] { return m.forward({ids}); }), call);
+  } else {
+    return guarded(call, [&] { return at::Tensor(m->forward(ids)); });
+  }
+}
+
+template <torch_module M>
+bool has_cache(const M& m) {
+  if constexpr (std::same_as<M, jit_module>) return m.find_method("forward_cached").has_value();
+  else return requires(M& mm, const at::Tensor& t, std::vector<at::Tensor>& p) { { mm->forward_cached(t, p) } -> std::convertible_to<at::Tensor>; };
+}
+
+template <torch_module M>
+at::Tensor call_cached(M& m, const at::Tensor& ids, std::vector<at::Tensor>& past, std::string_view call) {
+  if constexpr (std::same_as<M, jit_module>) {
+    const auto out = guarded(call, [&] {
+      c10::List<at::Tensor> p;
+      for (const auto& t : past) p.push_back(t);
+      return m.get_method("forward_cached")({ids, p});
+    });
+    if (!out.isTuple() || out.toTupleRef().elements().size() != 2 || !out.toTupleRef().elements()[0].isTensor() ||
+        !out.toTupleRef().elements()[1].isTensorList())
+      detail::fail_argument<shape_error>(call, "module", "forward_cached returning (logits, List[Tensor])", out.tagKind());
+    past = out.toTupleRef().elements()[1].toTensorVector();
+    return out.toTupleRef().elements()[0].toTensor();
+  } else if constexpr (requires(M& mm, const at::Tensor& t, std::vector<at::Tensor>& p) { mm->forward_cached(t, p); }) {
+    return guarded(call, [&] { return at::Tensor(m->forward_cached(ids, past)); });
+  } else {
+    return call_forward(m, ids, call);  // unreachable: has_cache() is false
+  }
+}
+
+template <torch_module M>
+std::vector<at::Tensor> parameters_of(M& m) {
+  if constexpr (std::same_as<M, jit_module>) {
+    std::vector<at::Tensor> v;
+    for (const auto& p : m.parameters()) v.push_back(p);
+    return v;
+  } else {
+    return m->parameters();
+  }
+}
+
+template <torch_module M>
+void set_train(M& m, bool on) {
+  if constexpr (std::same_as<M, jit_module>) m.train(on);
+  else m->train(on);
+}
+
+/// What both adapters share: the module, its device, the optimiser and the token-batch plumbing.
+template <torch_module M>
+class torch_model_base {
+ public:
+  const M& module() const noexcept { return m_; }
+  M& module() noexcept { return m_; }
+  c10::Device device() const noexcept { return dev_; }
+  const torch_model_options& options() const noexcept { return o_; }
+  std::vector<at::Tensor> parameters() { return parameters_of(m_); }
+
+  /// Clears the parameters' gradients.
+  void zero_grad() { opt_->zero_grad(); }
+
+  /// One optimiser step at `learning_rate` (see the header comment); returns the pre-clip global gradient norm.
+  float step(double learning_rate) {
+    if (!(learning_rate >= 0.0) || !std::isfinite(learning_rate))
+      detail::fail_argument(call_ + "::step", "learning_rate", "a finite value >= 0", learning_rate);
+    return guarded(call_ + "::step", [&] {
+      for (auto& g : opt_->param_groups()) g.options().set_lr(learning_rate);
+      std::vector<at::Tensor> with_grad, squares;
+      for (auto& p : params_)
+        if (p.grad().defined()) {
+          with_grad.push_back(p);
+          squares.push_back(p.grad().detach().to(at::kDouble).pow(2).sum());
+        }
+      // One device-to-host read for the whole norm, accumulated in fp64.
+      const double norm = squares.empty() ? 0.0 : std::sqrt(at::stack(squares).sum().item<double>());
+      if (o_.max_grad_norm > 0.0 && norm > o_.max_grad_norm) {
+        const double scale = o_.max_grad_norm / (norm + 1e-6);
+        ::torch::NoGradGuard ng;
+        for (auto& p : with_grad) p.grad().mul_(scale);
+      }
+      opt_->step();
+      return static_cast<float>(norm);
+    });
+  }
+
+  torch_model_base(const torch_model_base&) = delete;  // a copy would share the parameters: clone the module instead
+  torch_model_base& operator=(const torch_model_base&) = delete;
+  torch_model_base(torch_model_base&&) noexcept = default;
+  torch_model_base& operator=(torch_model_base&&) noexcept = default;
+
+ protected:
+  torch_model_base(M m, torch_model_options o, std::string call) : m_(std::move(m)), o_(std::move(o)), call_(std::move(call)) {
+    if (o_.vocab < 0) detail::fail_argument(call_, "options.vocab", "a value >= 0 (0: inferred)", o_.vocab);
+    if (o_.max_seq < 0) detail::fail_argument(call_, "options.max_seq", "a value >= 0 (0: unchecked)", o_.max_seq);
+    if (o_.pad_id < 0) detail::fail_argument(call_, "options.pad_id", "a value >= 0", o_.pad_id);
+    if (!(o_.max_grad_norm >= 0.0) || !std::isfinite(o_.max_grad_norm))
+      detail::fail_argument(call_, "options.max_grad_norm", "a finite value >= 0 (0: no clipping)", o_.max_grad_norm);
+    if constexpr (!std::same_as<M, jit_module>)
+      if (!m_) detail::fail_argument(call_, "module", "a module", "an empty module handle");
+    params_ = parameters_of(m_);
+    if (params_.empty()) detail::fail_argument(call_, "module", "a module with parameters", "none");
+    dev_ = params_.front().device();
+    if (o_.eval_mode) set_train(m_, false);
+    opt_ = o_.optimizer ? o_.optimizer(params_)
+                        : std::make_unique<::torch::optim::AdamW>(params_, ::torch::optim::AdamWOptions(1e-5).weight_decay(0.0));
+    if (!opt_) detail::fail_argument(call_, "options.optimizer", "a factory returning an optimiser", "nullptr");
+  }
+
+  /// ids (B, T) int64 on the module's device: the batch's tokens, pad_id where the mask is 0.
+  at::Tensor ids_of(const token_batch& batch, std::string_view call, std::int64_t vocab) const {
+    const std::int64_t B = batch.tokens.extent(0), T = batch.tokens.extent(1);
+    if (batch.mask.extents() != batch.tokens.extents())
+      detail::fail_argument<shape_error>(call, "batch.mask", "the shape of batch.tokens",
+                                         detail::concat(batch.mask.extent(0), "x", batch.mask.extent(1)));
+    if (!batch.loss_mask.empty() && batch.loss_mask.extents() != batch.tokens.extents())
+      detail::fail_argument<shape_error>(call, "batch.loss_mask", "the shape of batch.tokens",
+                                         detail::concat(batch.loss_mask.extent(0), "x", batch.loss_mask.extent(1)));
+    if (B == 0 || T == 0) detail::fail_argument<shape_error>(call, "batch.tokens", "at least one row and one position", detail::concat(B, "x", T));
+    auto ids = at::empty({B, T}, at::kLong);
+    auto* p = ids.data_ptr<std::int64_t>();
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t t = 0; t < T; ++t) {
+        const bool real = batch.mask(b, t) != 0;
+        const std::int64_t id = real ? batch.tokens(b, t) : o_.pad_id;
+        if (real && vocab > 0 && (id < 0 || id >= vocab))
+          detail::fail_argument(call, "batch.tokens", detail::concat("ids in [0, ", vocab, ")"), detail::concat(id, " at (", b, ", ", t, ")"));
+        p[b * T + t] = id;
+      }
+    return dev_.is_cpu() ? ids : ids.to(dev_);
+  }
+
+  M m_;
+  torch_model_options o_;
+  std::string call_;
+  c10::Device dev_ = c10::kCPU;
+  std::vector<at::Tensor> params_;
+  std::unique_ptr<::torch::optim::Optimizer> opt_;
+};
+
+/// Host copies of a (B, T) float tensor, as cai views want them.
+inline at::Tensor host_float(const at::Tensor& t) { return t.detach().to(at::kCPU, at::kFloat).contiguous(); }
+
+/// A (B, T) float tensor on `dev` holding a host view's values (a copy: the view may be strided or const).
+inline at::Tensor tensor_from(tensor_view<const float, 2> v, c10::Device dev) {
+  auto t = at::empty({v.extent(0), v.extent(1)}, at::kFloat);
+  auto* p = t.data_ptr<float>();
+  for (std::int64_t b = 0; b < v.extent(0); ++b)
+    for (std::int64_t s = 0; s < v.extent(1); ++s) p[b * v.extent(1) + s] = v(b, s);
+  return dev.is_cpu() ? t : t.to(dev);
+}
+
+}  // namespace detail::tch
+
+/// A LibTorch causal LM as a cai::trainable_policy and cai::sampling_policy (see the header comment).
+template <detail::tch::torch_module Module>
+class torch_lm : public detail::tch::torch_model_base<Module> {
+  using base = detail::tch::torch_model_base<Module>;
+
+ public:
+  /// What train_forward computed: per-token outputs on the host and the autograd graph behind them.
+  class forward_handle {
+   public:
+    tensor_view<const float, 2> logp() const { return torch_view<const float, 2>(state_->logp, "cai::torch_lm::forward_handle", "logp"); }
+    tensor_view<const float, 2> entropy() const {
+      if (!state_->entropy.defined()) return tensor_view<const float, 2>(nullptr, {0, 0});
+      return torch_view<const float, 2>(state_->entropy, "cai::torch_lm::forward_handle", "entropy");
+    }
+
+   private:
+    friend class torch_lm;
+    struct state {
+      at::Tensor logits;                  // (B, T, V) with its graph (cai_host path)
+      at::Tensor logp_graph, entropy_graph;  // (B, T) with their graphs (torch_ops path)
+      at::Tensor logp, entropy;           // (B, T) host float
+      at::Tensor tokens, mask, saved;     // host int32 / uint8 / float (B, T, 3) (cai_host path)
+      float temperature = 1.0f;
+      bool cai_path = true;
+    };
+    std::shared_ptr<state> state_;
+  };
+
+  explicit torch_lm(Module module, torch_model_options options = {})
+      : base(std::move(module), std::move(options), "cai::torch_lm") {
+    vocab_ = this->o_.vocab;
+    ::torch::NoGradGuard ng;
+    const auto probe = at::full({1, 1}, this->o_.pad_id, at::TensorOptions().dtype(at::kLong).device(this->dev_));
+    check_logits(detail::tch::call_forward(this->m_, probe, "cai::torch_lm"), 1, 1, "cai::torch_lm");
+  }
+
+  std::int64_t vocab_size() const noexcept { return vocab_; }
+  /// What the trainers read for their default length limit: max_seq = options.max_seq (0: none).
+  struct config_type {
+    std::int64_t max_seq = 0;
+  };
+  config_type config() const noexcept { return {this->o_.max_seq}; }
+  /// True when sample() uses the module's key-value cache.
+  bool uses_cache() const { return this->o_.use_cache && detail::tch::has_cache(this->m_); }
+
+  /// Logits (B, T, V) of a batch, without gradients.
+  at::Tensor logits(const token_batch& batch) {
+    constexpr std::string_view call = "cai::torch_lm::logits";
+    ::torch::NoGradGuard ng;
+    return forward_logits(batch, call);
+  }
+
+  /// Per-token log-probs (B, T) at `temperature`, without gradients (position 0 and unscored positions: 0).
+  void log_probs(const token_batch& batch, tensor_view<float, 2> out, float temperature = 1.0f) {
+    constexpr std::string_view call = "cai::torch_lm::log_probs";
+    if (out.extents() != batch.tokens.extents())
+      detail::fail_argument<shape_error>(call, "out", "the shape of batch.tokens", detail::concat(out.extent(0), "x", out.extent(1)));
+    ::torch::NoGradGuard ng;
+    auto st = run(batch, forward_request{.entropy = false, .temperature = temperature}, call);
+    const auto lp = torch_view<const float, 2>(st->logp, call, "logp");
+    for (std::int64_t b = 0; b < out.extent(0); ++b)
+      for (std::int64_t t = 0; t < out.extent(1); ++t) out(b, t) = lp(b, t);
+  }
+
+  forward_handle train_forward(const token_batch& batch, const forward_request& req) {
+    forward_handle h;
+    h.state_ = run(batch, req, "cai::torch_lm::train_forward");
+    return h;
+  }
+
+  /// Pushes dL/dlogp (and dL/dentropy when given) through the handle's graph into the parameters' gradients.
+  void backward(forward_handle&& h, const per_token_grads& g) {
+    constexpr std::string_view call = "cai::torch_lm::backward";
+    if (!h.state_) detail::fail_argument(call, "handle", "a live forward handle", "a moved-from handle");
+    auto st = std::move(h.state_);
+    const std::int64_t B = st->logp.size(0), T = st->logp.size(1);
+    const std::array<std::int64_t, 2> bt{B, T};
+    if (g.dlogp.extents() != bt)
+      detail::fail_argument<shape_error>(call, "grads.dlogp", detail::concat(B, "x", T), detail::concat(g.dlogp.extent(0), "x", g.dlogp.extent(1)));
+    const bool with_entropy = !g.dentropy.empty();
+    if (with_entropy && g.dentropy.extents() != bt)
+      detail::fail_argument<shape_error>(call, "grads.dentropy", detail::concat(B, "x", T),
+                                         detail::concat(g.dentropy.extent(0), "x", g.dentropy.extent(1)));
+    if (with_entropy && !st->entropy.defined())
+      detail::fail_argument(call, "grads.dentropy", "no entropy gradient (the forward did not request entropy)", "a gradient");
+    detail::tch::guarded(call, [&] {
+      if (st->cai_path) {
+        auto dlogits = at::empty_like(st->logits, at::MemoryFormat::Contiguous);
+        const auto lg = torch_any_view(st->logits.detach(), call, "logits");
+        const auto dl = torch_any_view(dlogits, call, "dlogits");
+        const auto tokens = torch_view<const std::int32_t, 2>(st->tokens, call, "tokens");
+        const auto mask = torch_view<const std::uint8_t, 2>(st->mask, call, "mask");
+        const logprob_grads<2> grads{.dlogp = g.dlogp, .dentropy = g.dentropy,
+                                     .saved = torch_view<const float, 3>(st->saved, call, "saved")};
+        visit_floating<3>(lg, call, "logits", [&](auto x) {
+          using E = std::remove_const_t<typename decltype(x)::element_type>;
+          token_logprobs_backward(host{}, x, tokens, mask, grads, dl.template as<E, 3>(call, "dlogits"),
+                                  {.temperature = st->temperature});
+        });
+        st->logits.backward(dlogits);
+      } else {
+        std::vector<at::Tensor> outs{st->logp_graph}, grads{detail::tch::tensor_from(g.dlogp, this->dev_)};
+        if (with_entropy) {
+          outs.push_back(st->entropy_graph);
+          grads.push_back(detail::tch::tensor_from(g.dentropy, this->dev_));
+        }
+        ::torch::autograd::backward(outs, grads);
+      }
+    });
+  }
+
+  /// Samples up to max_new_tokens after each prompt row (see the header comment). Stops a row at eos_id (>= 0).
+  sample_batch sample(const token_batch& prompts, const sampling_params& sp, std::int32_t eos_id = -1) {
+    constexpr std::string_view call = "cai::torch_lm::sample";
+    check_sampling_params(call, sp);
+    const auto ids_all = this->ids_of(prompts, call, vocab_);  // checks the shapes and the ids
+    (void)ids_all;
+    const std::int64_t B = prompts.tokens.extent(0), Tp = prompts.tokens.extent(1);
+    const std::int64_t T = Tp + sp.max_new_tokens;
+    sample_batch out;
+    out.batch = B;
+    out.length = T;
+    const auto n = static_cast<std::size_t>(B * T);
+    out.tokens.assign(n, 0);
+    out.mask.assign(n, 0);
+    out.response.assign(n, 0);
+    out.logp.assign(n, 0.0f);
+    std::map<std::int64_t, std::vector<std::int64_t>> groups;  // prompt length -> rows
+    for (std::int64_t b = 0; b < B; ++b) {
+      std::int64_t len = 0;
+      for (std::int64_t t = 0; t < Tp; ++t)
+        if (prompts.mask(b, t)) {
+          out.tokens[static_cast<std::size_t>(b * T + len)] = prompts.tokens(b, t);
+          out.mask[static_cast<std::size_t>(b * T + len)] = 1;
+          ++len;
+        }
+      if (len == 0) detail::fail_argument(call, "prompts", "at least one real token per row", detail::concat("an empty row ", b));
+      if (this->o_.max_seq > 0 && len + sp.max_new_tokens > this->o_.max_seq)
+        detail::fail_argument(call, "max_new_tokens", detail::concat("prompt length + max_new_tokens <= options.max_seq = ", this->o_.max_seq),
+                              detail::concat(len, " + ", sp.max_new_tokens, " in row ", b));
+      groups[len].push_back(b);
+    }
+    if (sp.max_new_tokens == 0) return out;
+    ::torch::NoGradGuard ng;
+    for (const auto& [len, rows] : groups) sample_group(out, rows, len, T, sp, eos_id, call);
+    return out;
+  }
+
+ private:
+  at::Tensor forward_logits(const token_batch& batch, std::string_view call) {
+    const auto ids = this->ids_of(batch, call, vocab_);
+    auto logits = detail::tch::call_forward(this->m_, ids, call);
+    check_logits(logits, ids.size(0), ids.size(1), call);
+    return logits;
+  }
+
+  void check_logits(const at::Tensor& logits, std::int64_t B, std::int64_t T, std::string_view call) {
+    if (logits.dim() != 3 || logits.size(0) != B || logits.size(1) != T)
+      detail::fail_argument<shape_error>(call, "module", detail::concat("logits of shape (", B, ", ", T, ", V)"),
+                                         detail::concat("a rank-", logits.dim(), " output of shape ", c10::str(logits.sizes())));
+    if (vocab_ == 0) vocab_ = logits.size(2);
+    if (logits.size(2) != vocab_)
+      detail::fail_argument<shape_error>(call, "module", detail::concat("a vocabulary of ", vocab_),
+                                         detail::concat("logits with ", logits.size(2), " entries per position"));
+    if (vocab_ < 1) detail::fail_argument<shape_error>(call, "module", "a vocabulary of at least 1", vocab_);
+    if (!at::isFloatingType(logits.scalar_type()))
+      detail::fail_argument<dtype_error>(call, "module", "floating-point logits", c10::toString(logits.scalar_type()));
+  }
+
+  std::shared_ptr<typename forward_handle::state> run(const token_batch& batch, const forward_request& req, std::string_view call) {
+    if (!(req.temperature > 0.0f) || !std::isfinite(req.temperature))
+      detail::fail_argument(call, "temperature", "a finite value > 0", req.temperature);
+    auto st = std::make_shared<typename forward_handle::state>();
+    st->temperature = req.temperature;
+    auto logits = forward_logits(batch, call);
+    const std::int64_t B = logits.size(0), T = logits.size(1);
+    // The scored positions: real, in the loss mask, and not position 0.
+    auto mask = at::zeros({B, T}, at::kByte);
+    auto tokens = at::zeros({B, T}, at::kInt);
+    {
+      auto* mp = mask.data_ptr<std::uint8_t>();
+      auto* tp = tokens.data_ptr<std::int32_t>();
+      const auto scored = batch.loss_mask.empty() ? batch.mask : batch.loss_mask;
+      for (std::int64_t b = 0; b < B; ++b)
+        for (std::int64_t t = 0; t < T; ++t) {
+          const bool real = batch.mask(b, t) != 0;
+          tp[b * T + t] = real ? batch.tokens(b, t) : 0;
+          mp[b * T + t] = static_cast<std::uint8_t>(real && scored(b, t) && t > 0 ? 1 : 0);
+        }
+    }
+    const auto path = this->o_.logits_path;
+    const bool on_cpu = logits.device().is_cpu();
+    const auto st_type = logits.scalar_type();
+    const bool cai_ok = on_cpu && (st_type == at::kFloat || st_type == at::kBFloat16 || st_type == at::kHalf);
+    if (path == torch_logits_path::cai_host && !cai_ok)
+      detail::fail_argument(call, "options.logits_path", "torch_ops or automatic for logits that are not fp32/bf16/fp16 on the CPU",
+                            detail::concat("cai_host with ", c10::toString(st_type), " logits on ", logits.device().str()));
+    st->cai_path = path == torch_logits_path::cai_host || (path == torch_logits_path::automatic && cai_ok);
+    detail::tch::guarded(call, [&] {
+      if (st->cai_path) {
+        st->logits = logits.is_contiguous() ? logits : logits.contiguous();
+        st->tokens = tokens;
+        st->mask = mask;
+        st->saved = at::empty({B, T, 3}, at::kFloat);
+        st->logp = at::empty({B, T}, at::kFloat);
+        if (req.entropy) st->entropy = at::empty({B, T}, at::kFloat);
+        logprob_outputs<2> outs{.logp = torch_view<float, 2>(st->logp, call, "logp"),
+                                .entropy = req.entropy ? torch_view<float, 2>(st->entropy, call, "entropy") : tensor_view<float, 2>{},
+                                .saved = torch_view<float, 3>(st->saved, call, "saved")};
+        const auto tv = torch_view<const std::int32_t, 2>(tokens, call, "tokens");
+        const auto mv = torch_view<const std::uint8_t, 2>(mask, call, "mask");
+        visit_floating<3>(torch_any_view(st->logits.detach(), call, "logits"), call, "logits",
+                          [&](auto x) { token_logprobs(host{}, x, tv, mv, outs, {.temperature = req.temperature}); });
+      } else {
+        // log_softmax + gather (+ entropy), shifted so that position t reads logits[t - 1] (DESIGN.md alignment).
+        const auto dev = logits.device();
+        const auto z = logits.to(at::kFloat) / static_cast<double>(req.temperature);
+        const auto lsm = at::log_softmax(z.narrow(1, 0, T - 1), -1);                      // (B, T-1, V)
+        const auto next = tokens.to(dev, at::kLong).narrow(1, 1, T - 1).unsqueeze(-1);    // (B, T-1, 1)
+        const auto m = mask.to(dev, at::kFloat);
+        const auto zero = at::zeros({B, 1}, at::TensorOptions().dtype(at::kFloat).device(dev));
+        st->logp_graph = at::cat({zero, lsm.gather(-1, next).squeeze(-1)}, 1) * m;
+        st->logp = detail::tch::host_float(st->logp_graph);
+        if (req.entropy) {
+          const auto p = lsm.exp();
+          const auto h = -(p * lsm.masked_fill(p == 0, 0.0)).sum(-1);                   // 0 log 0 = 0
+          st->entropy_graph = at::cat({zero, h}, 1) * m;
+          st->entropy = detail::tch::host_float(st->entropy_graph);
+        }
+      }
+    });
+    return st;
+  }
+
+  void sample_group(sample_batch& out, const std::vector<std::int64_t>& rows, std::int64_t len, std::int64_t T,
+                    const sampling_params& sp, std::int32_t eos_id, std::string_view call) {
+    const auto G = static_cast<std::int64_t>(rows.size());
+    const auto V = vocab_;
+    auto ids = at::empty({G, len}, at::kLong);
+    for (std::int64_t g = 0; g < G; ++g)
+      for (std::int64_t t = 0; t < len; ++t)
+        ids.data_ptr<std::int64_t>()[g * len + t] = out.tokens[static_cast<std::size_t>(rows[static_cast<std::size_t>(g)] * T + t)];
+    at::Tensor seq = this->dev_.is_cpu() ? ids : ids.to(this->dev_);
+    const bool cached = uses_cache();
+    std::vector<at::Tensor> past;
+    auto next_logits = [&](const at::Tensor& input, std::int64_t L) {
+      at::Tensor lg = cached ? detail::tch::call_cached(this->m_, input, past, call) : detail::tch::call_forward(this->m_, input, call);
+      check_logits(lg, G, L, call);
+      return detail::tch::host_float(lg.select(1, L - 1));  // (G, V)
+    };
+    at::Tensor last = next_logits(seq, len);
+    std::vector<rng_stream> rngs;
+    for (auto b : rows) rngs.emplace_back(derive_seed(sp.seed, static_cast<std::uint64_t>(b)), 0);
+    std::vector<char> alive(static_cast<std::size_t>(G), 1);
+    std::vector<float> z(static_cast<std::size_t>(V));
+    for (std::int32_t k = 0; k < sp.max_new_tokens; ++k) {
+      at::Tensor step_ids = at::full({G, 1}, this->o_.pad_id, at::kLong);
+      const float* lp = last.data_ptr<float>();
+      bool any = false;
+      for (std::int64_t g = 0; g < G; ++g) {
+        if (!alive[static_cast<std::size_t>(g)]) continue;
+        for (std::int64_t j = 0; j < V; ++j) z[static_cast<std::size_t>(j)] = lp[g * V + j] / sp.temperature;
+        const auto [tok, logp] = draw_token(z, sp, rngs[static_cast<std::size_t>(g)]);
+        const auto pos = static_cast<std::size_t>(rows[static_cast<std::size_t>(g)] * T + len + k);
+        out.tokens[pos] = tok;
+        out.mask[pos] = 1;
+        out.response[pos] = 1;
+        out.logp[pos] = logp;
+        step_ids.data_ptr<std::int64_t>()[g] = tok;
+        if (tok == eos_id) alive[static_cast<std::size_t>(g)] = 0;
+        else any = true;
+      }
+      if (!any || k + 1 == sp.max_new_tokens) break;
+      const at::Tensor step_dev = this->dev_.is_cpu() ? step_ids : step_ids.to(this->dev_);
+      if (cached) {
+        last = next_logits(step_dev, 1);
+      } else {
+        seq = at::cat({seq, step_dev}, 1);
+        last = next_logits(seq, seq.size(1));
+      }
+    }
+  }
+
+  std::int64_t vocab_ = 0;
+};
+
+template <class M>
+torch_lm(M, torch_model_options = {}) -> torch_lm<M>;
+
+/// A LibTorch scalar head as cai::scalar_model and cai::trainable_scalar_model (see the header comment). Values at
+/// padding positions are 0.
+template <detail::tch::torch_module Module>
+class torch_scalar_model : public detail::tch::torch_model_base<Module> {
+  using base = detail::tch::torch_model_base<Module>;
+
+ public:
+  class forward_handle {
+   public:
+    tensor_view<const float, 2> values() const {
+      return torch_view<const float, 2>(state_->host, "cai::torch_scalar_model::forward_handle", "values");
+    }
+
+   private:
+    friend class torch_scalar_model;
+    struct state {
+      at::Tensor graph, host, mask;  // (B, T): values with their graph, host copy, float mask on the device
+    };
+    std::shared_ptr<state> state_;
+  };
+
+  explicit torch_scalar_model(Module module, torch_model_options options = {})
+      : base(std::move(module), std::move(options), "cai::torch_scalar_model") {}
+
+  void scalars(const token_batch& batch, tensor_view<float, 2> out) {
+    constexpr std::string_view call = "cai::torch_scalar_model::scalars";
+    if (out.extents() != batch.tokens.extents())
+      detail::fail_argument<shape_error>(call, "out", "the shape of batch.tokens", detail::concat(out.extent(0), "x", out.extent(1)));
+    ::torch::NoGradGuard ng;
+    const auto st = run(batch, call);
+    const auto v = torch_view<const float, 2>(st->host, call, "values");
+    for (std::int64_t b = 0; b < out.extent(0); ++b)
+      for (std::int64_t t = 0; t < out.extent(1); ++t) out(b, t) = v(b, t);
+  }
+
+  forward_handle train_forward(const token_batch& batch) {
+    forward_handle h;
+    h.state_ = run(batch, "cai::torch_scalar_model::train_forward");
+    return h;
+  }
+
+  /// Pushes dL/dvalues (B, T) through the handle's graph (padding positions get no gradient).
+  void backward(forward_handle&& h, tensor_view<const float, 2> dvalues) {
+    constexpr std::string_view call = "cai::torch_scalar_model::backward";
+    if (!h.state_) detail::fail_argument(call, "handle", "a live forward handle", "a moved-from handle");
+    auto st = std::move(h.state_);
+    const std::array<std::int64_t, 2> bt{st->host.size(0), st->host.size(1)};
+    if (dvalues.extents() != bt)
+      detail::fail_argument<shape_error>(call, "dvalues", detail::concat(bt[0], "x", bt[1]),
+                                         detail::concat(dvalues.extent(0), "x", dvalues.extent(1)));
+    detail::tch::guarded(call, [&] { st->graph.backward(detail::tch::tensor_from(dvalues, this->dev_)); });
+  }
+
+ private:
+  std::shared_ptr<typename forward_handle::state> run(const token_batch& batch, std::string_view call) {
+    const auto ids = this->ids_of(batch, call, 0);
+    auto v = detail::tch::call_forward(this->m_, ids, call);
+    const std::int64_t B = ids.size(0), T = ids.size(1);
+    if (v.dim() == 3 && v.size(2) == 1) v = v.squeeze(2);
+    if (v.dim() != 2 || v.size(0) != B || v.size(1) != T)
+      detail::fail_argument<shape_error>(call, "module", detail::concat("values of shape (", B, ", ", T, ") or (", B, ", ", T, ", 1)"),
+                                         detail::concat("a rank-", v.dim(), " output of shape ", c10::str(v.sizes())));
+    if (!at::isFloatingType(v.scalar_type()))
+      detail::fail_argument<dtype_error>(call, "module", "floating-point values", c10::toString(v.scalar_type()));
+    auto st = std::make_shared<typename forward_handle::state>();
+    auto mask = at::empty({B, T}, at::kFloat);
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t t = 0; t < T; ++t) mask.data_ptr<float>()[b * T + t] = batch.mask(b, t) ? 1.0f : 0.0f;
+    st->mask = this->dev_.is_cpu() ? mask : mask.to(this->dev_);
+    st->graph = v.to(at::kFloat) * st->mask;
+    st->host = detail::tch::host_float(st->graph);
+    return st;
+  }
+};
+
+template <class M>
+torch_scalar_model(M, torch_model_options = {}) -> torch_scalar_model<M>;
+
+}  // namespace cai
