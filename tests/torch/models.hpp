@@ -1,4 +1,4 @@
-// The [torch] tests' models: exported once per test process by tests/torch/tiny_models.py with Debian's python3 and
+// The [torch] tests' models: exported once per test process by scripts/torch_models.py with Debian's python3 and
 // python3-torch (CAI_TORCH_PYTHON), into a per-process temporary directory.
 #pragma once
 
@@ -15,7 +15,7 @@ namespace cai_test {
 inline const std::filesystem::path& torch_models() {
   static const std::filesystem::path dir = [] {
     const auto d = std::filesystem::temp_directory_path() / ("cai_torch_models_" + std::to_string(::getpid()));
-    const std::string cmd = std::string(CAI_TORCH_PYTHON) + " " + CAI_TORCH_SCRIPTS + "/tiny_models.py " + d.string();
+    const std::string cmd = std::string(CAI_TORCH_PYTHON) + " " + CAI_TORCH_SCRIPTS + "/torch_models.py " + d.string();
     if (std::system(cmd.c_str()) != 0) throw std::runtime_error("exporting the TorchScript test models failed: " + cmd);
     std::atexit([] {
       std::error_code ec;

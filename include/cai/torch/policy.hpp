@@ -15,7 +15,8 @@
 //            from the cached length; a TorchScript module exports it with @torch.jit.export (List[Tensor]), a C++
 //            module declares `at::Tensor forward_cached(const at::Tensor&, std::vector<at::Tensor>& past)`.
 //   scalar:  forward(ids) -> values (B, T) or (B, T, 1), one scalar per position (cai/concepts/scalar_model.hpp).
-// Every forward runs on the module's device (that of its first parameter) with ids built from the token batch; the
+// Every forward runs on the module's device (that of its first parameter; the CPU for a module without parameters,
+// which the adapters accept for inference — step() and zero_grad() then refuse, naming "module") with ids built from the token batch; the
 // positions a row's mask marks as padding are fed options.pad_id (right padding: a causal model's real positions
 // never see them).
 //
@@ -221,12 +222,28 @@ class torch_model_base {
   std::vector<at::Tensor> parameters() { return parameters_of(m_); }
 
   /// Clears the parameters' gradients.
-  void zero_grad() { opt_->zero_grad(); }
+  void zero_grad() {
+    require_trainable(call_ + "::zero_grad");
+    opt_->zero_grad();
+  }
+
+  /// Writes the module: a TorchScript module with its save() (read it back with cai::load_torchscript), a C++ module
+  /// with torch::save. Errors are cai::error naming the path.
+  void save(const std::filesystem::path& path) {
+    const std::string call = call_ + "::save";
+    try {
+      if constexpr (std::same_as<M, jit_module>) m_.save(path.string());
+      else ::torch::save(m_, path.string());
+    } catch (const c10::Error& e) {
+      throw cai::error(detail::concat(call, ": cannot write '", path.string(), "': ", first_line(e.what())));
+    }
+  }
 
   /// One optimiser step at `learning_rate` (see the header comment); returns the pre-clip global gradient norm.
   float step(double learning_rate) {
     if (!(learning_rate >= 0.0) || !std::isfinite(learning_rate))
       detail::fail_argument(call_ + "::step", "learning_rate", "a finite value >= 0", learning_rate);
+    require_trainable(call_ + "::step");
     return guarded(call_ + "::step", [&] {
       for (auto& g : opt_->param_groups()) g.options().set_lr(learning_rate);
       std::vector<at::Tensor> with_grad, squares;
@@ -262,12 +279,16 @@ class torch_model_base {
     if constexpr (!std::same_as<M, jit_module>)
       if (!m_) detail::fail_argument(call_, "module", "a module", "an empty module handle");
     params_ = parameters_of(m_);
-    if (params_.empty()) detail::fail_argument(call_, "module", "a module with parameters", "none");
-    dev_ = params_.front().device();
     if (o_.eval_mode) set_train(m_, false);
+    if (params_.empty()) return;  // usable for inference (a programmatic reward, a frozen rule); step() refuses
+    dev_ = params_.front().device();
     opt_ = o_.optimizer ? o_.optimizer(params_)
                         : std::make_unique<::torch::optim::AdamW>(params_, ::torch::optim::AdamWOptions(1e-5).weight_decay(0.0));
     if (!opt_) detail::fail_argument(call_, "options.optimizer", "a factory returning an optimiser", "nullptr");
+  }
+
+  void require_trainable(const std::string& call) const {
+    if (!opt_) detail::fail_argument(call, "module", "a module with parameters to train", "a module without parameters");
   }
 
   /// ids (B, T) int64 on the module's device: the batch's tokens, pad_id where the mask is 0.

@@ -1,6 +1,6 @@
 """Exports the tiny TorchScript models cai's [torch] tests and examples load (Debian's python3 with python3-torch).
 
-  python3 tiny_models.py OUT_DIR [--vocab V] [--seed S]
+  /usr/bin/python3 scripts/torch_models.py OUT_DIR [--vocab V] [--seed S] [--d D] [--layers L] [--max-seq N]
 
 writes, into OUT_DIR:
   lm.pt       a causal transformer LM: forward(ids (B, T) int64) -> logits (B, T, V); and
@@ -11,6 +11,9 @@ writes, into OUT_DIR:
   reward.pt   a scalar head on the same kind of trunk: forward(ids) -> values (B, T).
   bad_rank.pt a module whose forward returns (B, V) — for the adapter's bad-input tests.
   dropout.pt  the LM with dropout 0.5 (the adapter's eval mode must switch it off).
+  vowel_reward.pt  a byte-level reward model (vocab >= 256): values[b, t] = the fraction of the bytes a, e, i, o, u
+              among ids[b, t-15..t] (the last 16 positions) — a scalar head whose weights are set by a rule, so
+              examples/torch_ppo has a reward whose improvement can be read off.
 """
 import argparse
 import math
@@ -123,6 +126,24 @@ class BadRank(CausalLM):
         return self.head(h)[:, -1, :]
 
 
+class VowelReward(nn.Module):
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.score = nn.Embedding(vocab, 1)
+        with torch.no_grad():
+            self.score.weight.zero_()
+            for c in "aeiou":
+                self.score.weight[ord(c), 0] = 1.0
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        # values[b, t] = mean of the scores of ids[b, t - 15 .. t] (the last 16 positions, fewer at the start)
+        s = self.score(ids).squeeze(-1)
+        c = torch.cat([torch.zeros_like(s[:, :1]), s.cumsum(1)], dim=1)
+        t = torch.arange(1, ids.size(1) + 1, device=ids.device)
+        lo = torch.clamp(t - 16, min=0)
+        return (c[:, 1:] - c[:, lo]) / (t - lo).to(s.dtype)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -144,6 +165,8 @@ def main() -> None:
     torch.jit.script(BadRank(a.vocab, a.d, 2, 1, a.max_seq)).save(os.path.join(a.out, "bad_rank.pt"))
     torch.manual_seed(a.seed)
     torch.jit.script(CausalLM(a.vocab, a.d, 2, a.layers, a.max_seq, dropout=0.5)).save(os.path.join(a.out, "dropout.pt"))
+    if a.vocab >= 256:
+        torch.jit.script(VowelReward(a.vocab)).save(os.path.join(a.out, "vowel_reward.pt"))
 
 
 if __name__ == "__main__":
