@@ -3,6 +3,9 @@
 # Optional extras: CAI_DEPS_EXTRA="python3-torch python3-numpy" (benchmarks against PyTorch).
 set -euo pipefail
 need=(build-essential cmake pkg-config catch2 nlohmann-json3-dev librange-v3-dev libcpp-httplib-dev clang libclang-rt-14-dev)
+# The LibTorch adapters (cai::torch) and the SentencePiece tokenizer's trainer (cai::sentencepiece): Debian's LibTorch
+# 1.13, python3-torch to export the TorchScript models the [torch] tests and examples load, libsentencepiece.
+need+=(libtorch-dev python3-torch libsentencepiece-dev)
 # shellcheck disable=SC2206
 need+=(${CAI_DEPS_EXTRA:-})
 missing=()
