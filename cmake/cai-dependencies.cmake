@@ -34,10 +34,15 @@ else()
   endif()
 endif()
 
-# SentencePiece (Debian's libsentencepiece-dev) ships a pkg-config file; cai::sentencepiece also links the trainer
-# library (libsentencepiece_train), so a program can train a model as well as load one.
+# SentencePiece (Debian's libsentencepiece-dev) ships a pkg-config file. cai::sentencepiece links libsentencepiece and
+# its trainer library for cai/sentencepiece/train.hpp; the tokenizer (cai/sentencepiece/tokenizer.hpp) is plain C++
+# and needs no component. Do not link cai::sentencepiece into a program that loads LibTorch: Debian's
+# libsentencepiece exports a bundled protobuf 3.14 that clashes with the libprotobuf 3.21 LibTorch loads (the process
+# aborts at start-up); train tokenizers in a separate program (examples/spm_train.cpp).
 set(CAI_HAVE_SENTENCEPIECE OFF)
-if(TARGET PkgConfig::CAI_SENTENCEPIECE)
+if(DEFINED CAI_ENABLE_SENTENCEPIECE AND NOT CAI_ENABLE_SENTENCEPIECE)
+  # disabled by the caller
+elseif(TARGET PkgConfig::CAI_SENTENCEPIECE)
   set(CAI_HAVE_SENTENCEPIECE ON)
 else()
   find_package(PkgConfig QUIET)

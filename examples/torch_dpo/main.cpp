@@ -9,18 +9,18 @@
 //   cai_torch_dpo --model lm.pt --data prefs.jsonl [--tokenizer byte | --spm tokenizer.model] [--epochs 8]
 //                 [--beta 0.1] [--lr 1e-3] [--batch 8] [--holdout 6] [--save trained.pt]
 // The byte tokenizer (cai::models::byte_tokenizer, 257 ids) needs a model with a vocabulary of at least 257;
-// --spm takes a SentencePiece model (cai::sentencepiece_tokenizer with the ChatML format; built when the
-// sentencepiece component is). scripts/torch_models.py exports a suitable LM:
-//   /usr/bin/python3 scripts/torch_models.py out --vocab 257 --max-seq 256
+// --spm takes a SentencePiece model, read by cai::sentencepiece_tokenizer (plain C++, so it lives beside LibTorch)
+// with the ChatML format; cai_spm_train (examples/spm_train.cpp) trains one on the dataset itself:
+//   cai_spm_train --input prefs.jsonl --model spm.model --vocab 400 --chatml
+// scripts/torch_models.py exports a suitable LM (a vocabulary at least the tokenizer's):
+//   /usr/bin/python3 scripts/torch_models.py out --vocab 400 --max-seq 256
 // Output: progress, and as the last line one JSON object; exits 1 if the loss did not fall.
 #include <cai/io/datasets.hpp>
 #include <cai/io/jsonl.hpp>
 #include <cai/models/byte_tokenizer.hpp>
+#include <cai/sentencepiece/tokenizer.hpp>
 #include <cai/torch/policy.hpp>
 #include <cai/trainers/dpo.hpp>
-#ifdef CAI_EXAMPLE_SENTENCEPIECE
-#include <cai/sentencepiece/tokenizer.hpp>
-#endif
 
 #include <cstdio>
 #include <cstdlib>
@@ -123,13 +123,7 @@ int run(const args& a, const Tok& tok) {
 int main(int argc, char** argv) {
   try {
     const args a = parse(argc, argv);
-    if (!a.spm.empty()) {
-#ifdef CAI_EXAMPLE_SENTENCEPIECE
-      return run(a, cai::sentencepiece_tokenizer(a.spm));
-#else
-      throw cai::invalid_argument("cai_torch_dpo: built without the sentencepiece component; --spm is unavailable");
-#endif
-    }
+    if (!a.spm.empty()) return run(a, cai::sentencepiece_tokenizer(a.spm));
     return run(a, cai::models::byte_tokenizer{});
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s\n", e.what());

@@ -1,14 +1,17 @@
-// Tests for cai/sentencepiece/tokenizer.hpp: a SentencePiece model trained at test time (an in-memory corpus of
-// generated English-like sentences with newlines and non-ASCII words), loaded as a cai::tokenizer.
+// Tests for cai/sentencepiece/tokenizer.hpp (and train.hpp): SentencePiece models trained at test time with
+// libsentencepiece (an in-memory corpus of generated English-like sentences with newlines and non-ASCII words), loaded
+// by cai's own std-only reader as a cai::tokenizer, and compared id for id with libsentencepiece's processor.
 #include "../support.hpp"
 #include "../file_support.hpp"
 
 #include <cai/sentencepiece/tokenizer.hpp>
+#include <cai/sentencepiece/train.hpp>
 #include <cai/trainers/sft.hpp>
 
 #include <algorithm>
 #include <cstdint>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -79,6 +82,17 @@ const std::string& model_bytes(bool add_dummy_prefix) {
 
 cai::sentencepiece_tokenizer make_tok(bool add_dummy_prefix = true, cai::sentencepiece_options o = {}) {
   return cai::sentencepiece_tokenizer::from_serialized(model_bytes(add_dummy_prefix), std::move(o));
+}
+
+/// libsentencepiece's own processor for `bytes` (the reference cai's reader is compared with).
+sentencepiece::SentencePieceProcessor& sp_processor(const std::string& bytes) {
+  static std::vector<std::pair<std::string, std::unique_ptr<sentencepiece::SentencePieceProcessor>>> cache;
+  for (auto& [b, p] : cache)
+    if (b == bytes) return *p;
+  auto p = std::make_unique<sentencepiece::SentencePieceProcessor>();
+  REQUIRE(p->LoadFromSerializedProto(bytes).ok());
+  cache.emplace_back(bytes, std::move(p));
+  return *cache.back().second;
 }
 
 bool is_prefix(const ids_t& p, const ids_t& whole) {
@@ -202,8 +216,9 @@ TEST_CASE("add_dummy_prefix puts a leading ▁ on every plain run, after each sp
 
   // SentencePiece itself would prepend ▁ before a special at the start of the text; cai's split does not.
   std::vector<int> raw;
-  REQUIRE(on.processor().Encode(im_end, &raw).ok());
+  REQUIRE(sp_processor(model_bytes(true)).Encode(im_end, &raw).ok());
   CHECK(raw.size() == 2);
+  CHECK(on.sentencepiece_encode(im_end) == ids_t(raw.begin(), raw.end()));
   CHECK(on.encode(im_end) == ids_t{*on.piece_to_id(im_end)});
 }
 
@@ -224,7 +239,8 @@ TEST_CASE("every control and user-defined piece is a special token with a single
   CHECK(specials[0].user_defined == false);  // <s>: control
   CHECK(specials[2].user_defined == true);
   // <unk> and byte pieces are not special; <unk> in text is plain text.
-  CHECK_FALSE(tok.is_special(tok.processor().unk_id()));
+  CHECK(tok.unk_id() == sp_processor(model_bytes(true)).unk_id());
+  CHECK_FALSE(tok.is_special(tok.unk_id()));
   CHECK_FALSE(tok.is_special(*tok.piece_to_id("<0x41>")));
   CHECK(tok.encode("<unk>").size() > 1);
   CHECK_FALSE(tok.is_special(-1));
@@ -244,8 +260,9 @@ TEST_CASE("every control and user-defined piece is a special token with a single
   CHECK(std::count(mixed.begin(), mixed.end(), eos) == 1);
   // Control pieces decode as their text (SentencePiece alone makes them invisible).
   std::string invisible;
-  REQUIRE(tok.processor().Decode(std::vector<int>{eos}, &invisible).ok());
+  REQUIRE(sp_processor(model_bytes(true)).Decode(std::vector<int>{eos}, &invisible).ok());
   CHECK(invisible.empty());
+  CHECK(tok.sentencepiece_decode(ids_t{eos}).empty());
   CHECK(tok.decode(ids_t{eos}) == "</s>");
 }
 
@@ -342,12 +359,12 @@ TEST_CASE("eos_id: options.eos, else the chat format's end-of-turn piece, else t
   CHECK(chatml.eos_id() == *chatml.piece_to_id(im_end));
   const auto hh = make_tok(true, {.chat = cai::chat_format::human_assistant()});
   CHECK(hh.eos_id() == *hh.piece_to_id("</s>"));
-  CHECK(hh.eos_id() == hh.processor().eos_id());
+  CHECK(hh.eos_id() == sp_processor(model_bytes(true)).eos_id());
   CHECK(make_tok(true, {.eos = "<s>"}).eos_id() == *chatml.piece_to_id("<s>"));
   CHECK(make_tok(true, {.eos = "\n"}).eos_id() == *chatml.piece_to_id("\n"));
   auto other = cai::chat_format::chatml();
   other.end_of_turn = "<|eot|>";  // not a piece: falls through to the model's eos
-  CHECK(make_tok(true, {.chat = other}).eos_id() == chatml.processor().eos_id());
+  CHECK(make_tok(true, {.chat = other}).eos_id() == sp_processor(model_bytes(true)).eos_id());
   CAI_REQUIRE_THROWS_NAMING(make_tok(true, {.eos = "<|eot|>"}), cai::invalid_argument, "options.eos", "<|eot|>");
   CAI_REQUIRE_THROWS_NAMING(make_tok(true, {.eos = ""}), cai::invalid_argument, "options.eos");
 
@@ -421,7 +438,7 @@ TEST_CASE("decode and id_to_piece reject out-of-range ids, naming the id and its
   CHECK(tok.decode(ids_t{}).empty());
   CHECK_FALSE(tok.piece_to_id("definitely not a piece").has_value());
   CHECK_FALSE(tok.piece_to_id("").has_value());
-  CHECK(tok.piece_to_id("<unk>") == tok.processor().unk_id());
+  CHECK(tok.piece_to_id("<unk>") == tok.unk_id());
   // Every id decodes (byte pieces alone may read as U+FFFD, <unk> as " ⁇ ").
   ids_t all(static_cast<std::size_t>(v));
   for (std::int32_t i = 0; i < v; ++i) all[static_cast<std::size_t>(i)] = i;
@@ -518,10 +535,10 @@ TEST_CASE("nmt_nfkc with whitespace removal is not round_trip_exact and normalis
   CHECK(tok.decode(tok.encode("ＡＢＣ")) == "ABC");
 }
 
-TEST_CASE("copies share one processor and encode concurrently with the same results", "[sentencepiece]") {
+TEST_CASE("copies share one model and encode concurrently with the same results", "[sentencepiece]") {
   const auto tok = make_tok();
   const auto copy = tok;
-  CHECK(&copy.processor() == &tok.processor());
+  CHECK(&copy.serialized_model() == &tok.serialized_model());
   const auto strings = round_trip_strings();
   std::vector<ids_t> expected;
   for (const auto& s : strings) expected.push_back(tok.encode(s));
@@ -540,4 +557,289 @@ TEST_CASE("copies share one processor and encode concurrently with the same resu
     });
   for (auto& th : threads) th.join();
   CHECK(ok == std::vector<int>{1, 1, 1, 1});
+}
+
+TEST_CASE("human_assistant is prefix-stable only when its turn markers are special tokens", "[sentencepiece]") {
+  const cai::conversation c = {{"user", "why is the model honest?"}, {"assistant", "the model is helpful"}, {"user", "and?"},
+                               {"assistant", "thanks"}};
+  // On the chatml test model "\n" is special but "Assistant: " is plain text: the prompt's trailing "▁" merges with
+  // the reply's first word, so the prompt is not a token prefix and render_chat refuses the tokenizer.
+  const auto plain = make_tok(true, {.chat = cai::chat_format::human_assistant()});
+  CAI_REQUIRE_THROWS_NAMING(cai::render_chat(plain, c), cai::invalid_argument, "'tokenizer'", "prefix-stable");
+
+  // With the markers as user-defined symbols (longest match beats "\n"), the same conversation renders.
+  auto o = test_options(true);
+  o.user_defined_symbols = {"\n\nHuman: ", "\n\nAssistant: ", "\n"};
+  const auto hh = cai::sentencepiece_tokenizer::from_serialized(cai::train_sentencepiece(corpus(), o),
+                                                                {.chat = cai::chat_format::human_assistant()});
+  CHECK(hh.encode("\n\nAssistant: ") == ids_t{*hh.piece_to_id("\n\nAssistant: ")});
+  CHECK(hh.eos_id() == *hh.piece_to_id("</s>"));
+  const auto r = cai::render_chat(hh, c);
+  REQUIRE(r.assistant_spans.size() == 2);
+  const std::size_t turn[] = {1, 3};
+  for (std::size_t k = 0; k < 2; ++k) {
+    const auto [b, e] = r.assistant_spans[k];
+    CHECK(hh.decode(ids_t(r.tokens.begin() + b, r.tokens.begin() + e)) == c[turn[k]].content + "</s>");
+  }
+  CHECK(hh.decode(r.tokens) == hh.apply_chat_template(c, false));
+}
+
+TEST_CASE("the header's usage snippet works as written", "[sentencepiece]") {
+  const std::vector<std::string>& corpus_ = corpus();
+  auto bytes = cai::train_sentencepiece(corpus_, {.vocab_size = 400, .user_defined_symbols = {"<|im_start|>", "<|im_end|>", "\n"}});
+  auto tok = cai::sentencepiece_tokenizer::from_serialized(bytes, {.chat = cai::chat_format::chatml()});
+  auto ids = tok.encode(tok.apply_chat_template({{"user", "hi"}}, true));
+  CHECK(tok.eos_id() == *tok.piece_to_id("<|im_end|>"));
+  CHECK(tok.vocab_size() == 400);
+  CHECK(tok.decode(ids) == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Exactness: cai's std-only encoder and decoder against libsentencepiece 0.1.97 itself.
+
+namespace {
+
+/// The corpus plus lines with characters NFKC changes (fullwidth, ligatures, circled and roman numerals, halfwidth
+/// katakana, no-break and ideographic spaces, combining accents), emoji and tabs, some rare enough that
+/// character_coverage = 0.98 leaves them out of the vocabulary.
+const std::vector<std::string>& exactness_corpus() {
+  static const std::vector<std::string> c = [] {
+    std::vector<std::string> v = corpus();
+    static const char* words[] = {"ＡＢＣ", "ｆｕｌｌ", "ﬁne", "ﬂow", "①", "Ⅻ", "ｶﾞｷﾞ", "a\u00a0b", "x\u3000y", "e\u0301",
+                                  "Å", "㎏", "😀", "🎉", "\t", "  ", "model", "the", "answer", "²", "½", "Ǆ"};
+    std::mt19937_64 g(19);
+    for (int i = 0; i < 120; ++i) {
+      std::string s;
+      for (std::size_t k = 0, m = 3 + g() % 8; k < m; ++k) s += (k ? " " : "") + std::string(words[g() % std::size(words)]);
+      v.push_back(std::move(s));
+    }
+    return v;
+  }();
+  return c;
+}
+
+/// The strings every configuration is checked on: the corpus lines, the round-trip strings, whitespace edge cases,
+/// and random mixtures of ASCII, non-ASCII, compatibility characters, emoji, "▁", U+FFFD, controls, NUL and invalid
+/// UTF-8 (stray continuation bytes, truncated sequences, overlong forms, surrogates, random bytes).
+const std::vector<std::string>& exactness_strings() {
+  static const std::vector<std::string> v = [] {
+    std::vector<std::string> out = exactness_corpus();
+    for (auto& s : round_trip_strings()) out.push_back(s);
+    for (const char* s : {" ", "  ", "   a", "a   ", " a b  c ", "\t", "\n \n", "\u3000", "\u00a0a\u00a0", "▁", "▁▁a▁", " ▁ ",
+                          "\xe2\x96", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "\xef\xbf\xbd", "ＡＢＣ  ＤＥＦ", "ﬁ ﬂ", "①②③",
+                          "e\u0301\u0301", "Ǆ ǅ ǆ", "𝐀𝐁", "a\x80" "b", "\xff\xfe", "\xf0\x9f\x98", "ab\xe6\x97"})
+      out.emplace_back(s);
+    static const char* atoms[] = {"a", "the", "model", " ", "  ", "\n", "\t", "\r\n", "é", "e\u0301", "日", "本", "привет", "😀",
+                                  "🎉", "x", "Q", "7", "42", ".", ",", "ＡＢＣ", "ｆ", "ﬁ", "①", "Ⅻ", "ｶﾞ", "㎏", "\u00a0",
+                                  "\u3000", "\u200b", "▁", "\xef\xbf\xbd", "\x01", "\x7f", "\xff", "\xc3", "\x80", "\xe2\x96",
+                                  "\xed\xa0\x80", "\xc1\xbf", "Ω", "Å", "²"};
+    std::mt19937_64 g(23);
+    for (int i = 0; i < 2000; ++i) {
+      std::string s;
+      for (std::size_t k = 0, m = g() % 16; k < m; ++k) s += atoms[g() % std::size(atoms)];
+      if (i % 7 == 0) s.push_back('\0');
+      if (i % 5 == 0)
+        for (std::size_t k = 0, m = 1 + g() % 6; k < m; ++k) s.push_back(static_cast<char>(g() & 0xff));
+      out.push_back(std::move(s));
+    }
+    return out;
+  }();
+  return v;
+}
+
+struct exactness_counts {
+  std::size_t strings = 0, unknown_ids = 0, byte_ids = 0, random_decodes = 0;
+};
+
+/// Compares cai with libsentencepiece on every exactness string: ids of sentencepiece_encode (and of encode where
+/// the text holds no special), sentencepiece_decode and decode of those ids, and the decoding of random id sequences.
+exactness_counts check_exact(const std::string& bytes, const std::string& what) {
+  const auto tok = cai::sentencepiece_tokenizer::from_serialized(bytes);
+  auto& sp = sp_processor(bytes);
+  REQUIRE(tok.vocab_size() == sp.GetPieceSize());
+  exactness_counts n;
+  std::mt19937_64 g(29);
+  std::size_t mismatches = 0;
+  for (const auto& s : exactness_strings()) {
+    std::vector<int> ref;
+    REQUIRE(sp.Encode(s, &ref).ok());
+    const ids_t expected(ref.begin(), ref.end());
+    const ids_t got = tok.sentencepiece_encode(s);
+    std::string ref_text;
+    REQUIRE(sp.Decode(ref, &ref_text).ok());
+    const bool has_special = std::any_of(tok.special_tokens().begin(), tok.special_tokens().end(),
+                                         [&](const cai::sentencepiece_special& t) { return s.find(t.piece) != std::string::npos; });
+    const bool ids_special = std::any_of(expected.begin(), expected.end(), [&](std::int32_t id) { return tok.is_special(id); });
+    bool ok = got == expected && tok.sentencepiece_decode(got) == ref_text;
+    if (!has_special) ok = ok && tok.encode(s) == expected;
+    if (!ids_special) ok = ok && tok.decode(got) == ref_text;
+    // Arbitrary id sequences (byte pieces in any order, controls, <unk>, pieces starting with ▁ anywhere).
+    std::vector<int> random(g() % 10);
+    for (auto& id : random) id = static_cast<int>(g() % static_cast<std::uint64_t>(tok.vocab_size()));
+    std::string ref_random;
+    REQUIRE(sp.Decode(random, &ref_random).ok());
+    ok = ok && tok.sentencepiece_decode(ids_t(random.begin(), random.end())) == ref_random;
+    if (!ok && ++mismatches <= 3) {
+      std::string hex;
+      for (const unsigned char c : s) hex += cai::detail::concat(std::hex, static_cast<int>(c), " ");
+      UNSCOPED_INFO(what << ": mismatch on bytes [" << hex << "]");
+      CHECK(got == expected);
+      CHECK(tok.sentencepiece_decode(got) == ref_text);
+    }
+    ++n.strings;
+    ++n.random_decodes;
+    for (const int id : ref) {
+      n.unknown_ids += sp.IsUnknown(id) ? 1 : 0;
+      n.byte_ids += sp.IsByte(id) ? 1 : 0;
+    }
+  }
+  INFO(what << ": " << mismatches << " of " << n.strings << " strings differ");
+  CHECK(mismatches == 0);
+  return n;
+}
+
+/// Appends protobuf fields to a serialized model: protobuf merges a repeated sub-message into the first one, so this
+/// sets fields that train_sentencepiece cannot (escape_whitespaces = false, a denormalizer, whitespace as suffix).
+std::string with_field(std::string bytes, std::uint32_t field, const std::string& payload) {
+  const auto varint = [](std::string& out, std::uint64_t v) {
+    do {
+      const auto b = static_cast<unsigned char>(v & 0x7fu);
+      v >>= 7;
+      out.push_back(static_cast<char>(v ? (b | 0x80u) : b));
+    } while (v != 0);
+  };
+  varint(bytes, (std::uint64_t{field} << 3) | 2u);
+  varint(bytes, payload.size());
+  bytes += payload;
+  return bytes;
+}
+
+/// The precompiled_charsmap of a model's normalizer_spec.
+std::string charsmap_of(const std::string& bytes) {
+  std::string out;
+  cai::detail::sp::for_each_field(bytes, [&](const cai::detail::sp::wire_reader::field& f) {
+    if (f.number == 3 && f.wire_type == 2)
+      cai::detail::sp::for_each_field(f.bytes, [&](const cai::detail::sp::wire_reader::field& g) {
+        if (g.number == 2 && g.wire_type == 2) out = std::string(g.bytes);
+        return true;
+      });
+    return true;
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("cai encodes and decodes exactly as libsentencepiece: unigram and bpe, identity and nmt_nfkc, every "
+          "whitespace and byte-fallback setting",
+          "[sentencepiece][exact]") {
+  std::size_t configs = 0, strings = 0, unknowns = 0, bytes_seen = 0;
+  for (const auto type : {cai::sentencepiece_model_type::unigram, cai::sentencepiece_model_type::bpe})
+    for (const std::string norm : {"identity", "nmt_nfkc"})
+      for (const bool dummy : {true, false})
+        for (const bool remove : {false, true})
+          for (const bool fallback : {true, false}) {
+            cai::sentencepiece_train_options o;
+            o.model_type = type;
+            o.normalization = norm;
+            o.add_dummy_prefix = dummy;
+            o.remove_extra_whitespaces = remove;
+            o.byte_fallback = fallback;
+            o.vocab_size = fallback ? 380 : 110;  // small: uncovered characters are unknown or byte pieces
+            o.hard_vocab_limit = false;
+            o.character_coverage = 0.98;
+            const std::string what = cai::detail::concat(type == cai::sentencepiece_model_type::bpe ? "bpe" : "unigram", " ", norm,
+                                                         " add_dummy_prefix=", dummy, " remove_extra_whitespaces=", remove,
+                                                         " byte_fallback=", fallback);
+            const auto n = check_exact(cai::train_sentencepiece(exactness_corpus(), o), what);
+            ++configs;
+            strings += n.strings;
+            unknowns += n.unknown_ids;
+            bytes_seen += n.byte_ids;
+            if (fallback)
+              CHECK(n.byte_ids > 0);
+            else
+              CHECK(n.unknown_ids > 0);
+          }
+  CHECK(configs == 32);
+  CHECK(strings >= 32 * 2500);
+  CHECK(unknowns > 0);
+  CHECK(bytes_seen > 0);
+}
+
+TEST_CASE("cai matches libsentencepiece with user-defined and control symbols, nfkc_cf, word and char models",
+          "[sentencepiece][exact]") {
+  // The chatml test model: user-defined "<|im_start|>", "<|im_end|>", "\n", "<|im" (kept whole inside plain text by
+  // SentencePiece itself, and split out as specials by encode).
+  check_exact(model_bytes(true), "chatml test model, add_dummy_prefix");
+  check_exact(model_bytes(false), "chatml test model, no add_dummy_prefix");
+  for (const auto type : {cai::sentencepiece_model_type::unigram, cai::sentencepiece_model_type::bpe}) {
+    auto o = test_options(true);
+    o.model_type = type;
+    o.normalization = "nfkc_cf";
+    o.user_defined_symbols = {"ＡＢ", "ab c", "mo"};  // one NFKC would change, one with a space
+    o.control_symbols = {"<ctrl>"};
+    o.vocab_size = 400;
+    o.character_coverage = 0.98;
+    check_exact(cai::train_sentencepiece(exactness_corpus(), o), "nfkc_cf with symbols");
+  }
+  for (const auto type : {cai::sentencepiece_model_type::word, cai::sentencepiece_model_type::character}) {
+    cai::sentencepiece_train_options o;
+    o.model_type = type;
+    o.byte_fallback = false;
+    o.vocab_size = 120;
+    o.hard_vocab_limit = false;
+    o.character_coverage = 0.98;
+    check_exact(cai::train_sentencepiece(exactness_corpus(), o), "word / char");
+  }
+}
+
+TEST_CASE("cai matches libsentencepiece on spec settings its trainer does not write: escape_whitespaces off, a "
+          "denormalizer, whitespace as suffix, a custom unk surface",
+          "[sentencepiece][exact]") {
+  for (const auto type : {cai::sentencepiece_model_type::unigram, cai::sentencepiece_model_type::bpe}) {
+    auto o = test_options(true);
+    o.model_type = type;
+    o.normalization = "nmt_nfkc";
+    o.remove_extra_whitespaces = true;
+    const std::string base = cai::train_sentencepiece(exactness_corpus(), o);
+    // normalizer_spec.escape_whitespaces = false (field 5 of field 3).
+    const std::string no_escape = with_field(base, 3, std::string("\x28\x00", 2));
+    CHECK_FALSE(cai::sentencepiece_tokenizer::from_serialized(no_escape).model_info().escape_whitespaces);
+    check_exact(no_escape, "escape_whitespaces=false");
+    // denormalizer_spec (field 5) with the nmt_nfkc charsmap: decoded text is NFKC-normalised again.
+    const std::string map = charsmap_of(base);
+    REQUIRE(map.size() > 4);
+    const std::string denorm_spec = with_field(std::string(), 2, map) + std::string("\x18\x00\x20\x00", 4);
+    const std::string denorm = with_field(base, 5, denorm_spec);
+    check_exact(denorm, "denormalizer");
+    const auto tok = cai::sentencepiece_tokenizer::from_serialized(denorm);
+    // Byte pieces spelling "ﬁ" decode to "fi" through the denormalizer, to "ﬁ" without it.
+    const ids_t fi = {*tok.piece_to_id("<0xEF>"), *tok.piece_to_id("<0xAC>"), *tok.piece_to_id("<0x81>")};
+    CHECK(tok.sentencepiece_decode(fi) == "fi");
+    CHECK(cai::sentencepiece_tokenizer::from_serialized(base).sentencepiece_decode(fi) == "ﬁ");
+    std::string ref;
+    REQUIRE(sp_processor(denorm).Decode(std::vector<int>(fi.begin(), fi.end()), &ref).ok());
+    CHECK(ref == "fi");
+    // trainer_spec.treat_whitespace_as_suffix = true (field 24 of field 2) and unk_surface = "<?>" (field 44).
+    const std::string suffix = with_field(base, 2, std::string("\xc0\x01\x01", 3));
+    CHECK(cai::sentencepiece_tokenizer::from_serialized(suffix).model_info().treat_whitespace_as_suffix);
+    check_exact(suffix, "treat_whitespace_as_suffix");
+    check_exact(with_field(base, 2, std::string("\xe2\x02\x03<?>", 6)), "unk_surface");
+  }
+  // A broken charsmap is refused, as libsentencepiece refuses it.
+  const std::string broken = with_field(model_bytes(true), 3, with_field(std::string(), 2, std::string("\xff\xff\x00\x00xy", 6)));
+  sentencepiece::SentencePieceProcessor sp;
+  CHECK_FALSE(sp.LoadFromSerializedProto(broken).ok());
+  CAI_REQUIRE_THROWS_NAMING(cai::sentencepiece_tokenizer::from_serialized(broken), cai::parse_error, "'serialized'", "charsmap");
+}
+
+TEST_CASE("the encoder is linear in the text: one long line encodes like its parts", "[sentencepiece]") {
+  const auto tok = make_tok();
+  std::string big;
+  for (int rep = 0; rep < 40; ++rep)
+    for (const auto& s : corpus()) big += s + " ";
+  std::vector<int> ref;
+  REQUIRE(sp_processor(model_bytes(true)).Encode(big, &ref).ok());
+  CHECK(tok.sentencepiece_encode(big) == ids_t(ref.begin(), ref.end()));
 }

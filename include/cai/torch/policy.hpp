@@ -76,6 +76,7 @@
 #include "../algorithms/sampling.hpp"
 #include "../concepts/types.hpp"
 #include "../core/error.hpp"
+#include "../core/host.hpp"
 #include "../core/rng.hpp"
 #include "tensor.hpp"
 
@@ -93,6 +94,7 @@ struct torch_model_options {
   bool use_cache = true;          ///< sample with forward_cached when the module has it
   double max_grad_norm = 0.0;     ///< > 0: clip the global gradient norm before each step
   torch_logits_path logits_path = torch_logits_path::automatic;
+  bool threaded = true;           ///< cai_host path on cai::threaded_host (same bits as cai::host at any thread count)
   /// Builds the optimiser over the module's parameters; empty: AdamW (lr set by each step()).
   std::function<std::unique_ptr<::torch::optim::Optimizer>(std::vector<at::Tensor>)> optimizer{};
 };
@@ -432,8 +434,10 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
                                      .saved = torch_view<const float, 3>(st->saved, call, "saved")};
         visit_floating<3>(lg, call, "logits", [&](auto x) {
           using E = std::remove_const_t<typename decltype(x)::element_type>;
-          token_logprobs_backward(host{}, x, tokens, mask, grads, dl.template as<E, 3>(call, "dlogits"),
-                                  {.temperature = st->temperature});
+          with_backend([&](const auto& be) {
+            token_logprobs_backward(be, x, tokens, mask, grads, dl.template as<E, 3>(call, "dlogits"),
+                                    {.temperature = st->temperature});
+          });
         });
         st->logits.backward(dlogits);
       } else {
@@ -485,6 +489,12 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
   }
 
  private:
+  template <class F>
+  void with_backend(F&& f) const {
+    if (this->o_.threaded) f(threaded_host{});
+    else f(host{});
+  }
+
   at::Tensor forward_logits(const token_batch& batch, std::string_view call) {
     const auto ids = this->ids_of(batch, call, vocab_);
     auto logits = detail::tch::call_forward(this->m_, ids, call);
@@ -548,7 +558,9 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
         const auto tv = torch_view<const std::int32_t, 2>(tokens, call, "tokens");
         const auto mv = torch_view<const std::uint8_t, 2>(mask, call, "mask");
         visit_floating<3>(torch_any_view(st->logits.detach(), call, "logits"), call, "logits",
-                          [&](auto x) { token_logprobs(host{}, x, tv, mv, outs, {.temperature = req.temperature}); });
+                          [&](auto x) {
+                            with_backend([&](const auto& be) { token_logprobs(be, x, tv, mv, outs, {.temperature = req.temperature}); });
+                          });
       } else {
         // log_softmax + gather (+ entropy), shifted so that position t reads logits[t - 1] (DESIGN.md alignment).
         const auto dev = logits.device();
