@@ -7,7 +7,7 @@
 // (beta * [(pc - rc) - (pr - rr)] > 0) before and after training shows whether the preference generalised.
 //
 //   cai_torch_dpo --model lm.pt --data prefs.jsonl [--tokenizer byte | --spm tokenizer.model] [--epochs 8]
-//                 [--beta 0.1] [--lr 1e-3] [--batch 8] [--holdout 6] [--save trained.pt]
+//                 [--beta 0.1] [--lr 1e-3] [--batch 8] [--holdout 6] [--max-seq 256] [--save trained.pt]
 // The byte tokenizer (cai::models::byte_tokenizer, 257 ids) needs a model with a vocabulary of at least 257;
 // --spm takes a SentencePiece model, read by cai::sentencepiece_tokenizer (plain C++, so it lives beside LibTorch)
 // with the ChatML format; cai_spm_train (examples/spm_train.cpp) trains one on the dataset itself:
@@ -33,7 +33,7 @@ namespace {
 
 struct args {
   std::string model, data, save, spm;
-  std::int64_t epochs = 8, batch = 8, holdout = 6;
+  std::int64_t epochs = 8, batch = 8, holdout = 6, max_seq = 256;
   double beta = 0.1, lr = 1e-3;
 };
 
@@ -55,6 +55,7 @@ args parse(int argc, char** argv) {
     else if (k == "--holdout") a.holdout = std::stoll(next());
     else if (k == "--beta") a.beta = std::stod(next());
     else if (k == "--lr") a.lr = std::stod(next());
+    else if (k == "--max-seq") a.max_seq = std::stoll(next());
     else throw cai::invalid_argument("cai_torch_dpo: unknown argument " + k);
   }
   if (a.model.empty() || a.data.empty()) throw cai::invalid_argument("cai_torch_dpo: --model and --data are required");
@@ -86,8 +87,11 @@ int run(const args& a, const Tok& tok) {
   const auto train = all.subspan(0, data.size() - static_cast<std::size_t>(a.holdout));
   const auto held = all.subspan(data.size() - static_cast<std::size_t>(a.holdout));
 
-  cai::torch_lm policy(cai::load_torchscript(a.model));
-  cai::torch_lm reference(cai::load_torchscript(a.model));
+  // max_seq: the exported model's position table (scripts/torch_models.py --max-seq 256); longer records are then an
+  // error naming the record instead of a failure inside the model.
+  const cai::torch_model_options lm_options{.max_seq = a.max_seq};
+  cai::torch_lm policy(cai::load_torchscript(a.model), lm_options);
+  cai::torch_lm reference(cai::load_torchscript(a.model), lm_options);
   if (tok.vocab_size() > policy.vocab_size())
     throw cai::invalid_argument("cai_torch_dpo: the tokenizer has " + std::to_string(tok.vocab_size()) + " ids but the model's vocabulary is " +
                                 std::to_string(policy.vocab_size()));

@@ -6,7 +6,7 @@
 // reference in the reward, and takes PPO-clip steps through torch autograd and torch::optim.
 //
 //   cai_torch_ppo --policy lm.pt --reward reward.pt [--iterations 30] [--group 8] [--tokens 16] [--lr 1e-2]
-//                 [--beta 0.02] [--seed 1]
+//                 [--beta 0.02] [--seed 1] [--max-seq 256]
 // scripts/torch_models.py exports a byte-level LM and a rule-weighted reward model (vowel_reward.pt: the fraction of
 // the bytes a, e, i, o, u up to each position), so the reward's rise is easy to read:
 //   /usr/bin/python3 scripts/torch_models.py out --vocab 257 --max-seq 256
@@ -26,7 +26,7 @@ namespace {
 
 struct args {
   std::string policy, reward;
-  std::int64_t iterations = 30, group = 8, tokens = 16;
+  std::int64_t iterations = 30, group = 8, tokens = 16, max_seq = 256;
   double lr = 1e-2, beta = 0.02;
   std::uint64_t seed = 1;
 };
@@ -47,6 +47,7 @@ args parse(int argc, char** argv) {
     else if (k == "--lr") a.lr = std::stod(next());
     else if (k == "--beta") a.beta = std::stod(next());
     else if (k == "--seed") a.seed = std::stoull(next());
+    else if (k == "--max-seq") a.max_seq = std::stoll(next());
     else throw cai::invalid_argument("cai_torch_ppo: unknown argument " + k);
   }
   if (a.policy.empty() || a.reward.empty()) throw cai::invalid_argument("cai_torch_ppo: --policy and --reward are required");
@@ -55,9 +56,12 @@ args parse(int argc, char** argv) {
 
 int run(const args& a) {
   const cai::models::byte_tokenizer tok;
-  cai::torch_lm policy(cai::load_torchscript(a.policy));
-  cai::torch_lm reference(cai::load_torchscript(a.policy));
-  cai::torch_scalar_model reward_model(cai::load_torchscript(a.reward));
+  // max_seq: the exported models' position table (scripts/torch_models.py --max-seq 256); cai then rejects longer
+  // sequences with an error naming the argument instead of the model failing inside its embedding.
+  const cai::torch_model_options lm_options{.max_seq = a.max_seq};
+  cai::torch_lm policy(cai::load_torchscript(a.policy), lm_options);
+  cai::torch_lm reference(cai::load_torchscript(a.policy), lm_options);
+  cai::torch_scalar_model reward_model(cai::load_torchscript(a.reward), lm_options);
   if (policy.vocab_size() < tok.vocab_size())
     throw cai::invalid_argument("cai_torch_ppo: the policy's vocabulary (" + std::to_string(policy.vocab_size()) +
                                 ") is smaller than the byte tokenizer's 257 ids");

@@ -51,7 +51,7 @@ TEST_CASE("draw_token follows softmax(z), restricted by top-k then top-p and ren
     for (std::size_t i = 0; i < q.size(); ++i) {
       const double sd = std::sqrt(q[i] * (1 - q[i]) / n);
       INFO("token " << i << " frequency " << f[i] << " expected " << q[i]);
-      CHECK(std::abs(f[i] - q[i]) <= 5 * sd + 1e-12);
+      CHECK(std::abs(f[i] - q[i]) <= 5 * sd + 1e-9);
     }
   };
   within(frequencies(z, {}, n, 7), p);
@@ -74,6 +74,21 @@ TEST_CASE("draw_token follows softmax(z), restricted by top-k then top-p and ren
     q2[1] = p[1] / (p[1] + p[4]);
     q2[4] = p[4] / (p[1] + p[4]);
     within(frequencies(z, {.top_k = 2, .top_p = top_p}, n, 10), q2);
+    // top_p measures the top-k distribution renormalised (Hugging Face / vLLM order): with k = 3 (tokens 1, 4, 3) and
+    // top_p between token 1's unrestricted mass p1 and its renormalised mass p1 / k3, token 1 alone reaches top_p —
+    // measured against the unrestricted distribution it would not, and token 4 would be drawn too.
+    const double k3 = p[1] + p[4] + p[3];
+    const auto mid = static_cast<float>(0.5 * (p[1] + p[1] / k3));
+    REQUIRE((mid > p[1] && mid < p[1] / k3));
+    std::vector<double> q3(5, 0.0);
+    q3[1] = 1.0;
+    within(frequencies(z, {.top_k = 3, .top_p = mid}, n, 12), q3);
+    // Unrestricted (top_k = 0) the same top_p is measured against the whole distribution.
+    const float above_p1 = static_cast<float>(p[1] + 0.01);
+    std::vector<double> q4(5, 0.0);
+    q4[1] = p[1] / (p[1] + p[4]);
+    q4[4] = p[4] / (p[1] + p[4]);
+    within(frequencies(z, {.top_p = above_p1}, n, 13), q4);
   }
   // Ties keep the lower id: with equal logits, top_k = 1 always draws the first of them.
   const std::vector<float> tie{1.0f, 3.0f, 3.0f, 0.0f};
@@ -89,6 +104,10 @@ TEST_CASE("draw_token is deterministic for the stream and check_sampling_params 
   cai::rng_stream a(11, 4), b(11, 4);
   for (int i = 0; i < 50; ++i) CHECK(cai::draw_token(z, {.top_p = 0.9f}, a) == cai::draw_token(z, {.top_p = 0.9f}, b));
   CAI_REQUIRE_THROWS_NAMING(cai::draw_token(std::span<const float>(), {}, a), cai::invalid_argument, "z");
+  for (const std::vector<float>& bad : {std::vector<float>{0.0f, NAN}, std::vector<float>{1.0f, INFINITY},
+                                        std::vector<float>{-INFINITY, -INFINITY}})
+    for (const cai::sampling_params& sp : {cai::sampling_params{}, cai::sampling_params{.top_k = 1}, cai::sampling_params{.top_p = 0.5f}})
+      CAI_REQUIRE_THROWS_NAMING(cai::draw_token(bad, sp, a), cai::invalid_argument, "z", "finite log-sum-exp");
   const auto check = [](const cai::sampling_params& sp) { cai::check_sampling_params("call", sp); };
   CAI_REQUIRE_THROWS_NAMING(check({.temperature = 0.0f}), cai::invalid_argument, "temperature");
   CAI_REQUIRE_THROWS_NAMING(check({.temperature = NAN}), cai::invalid_argument, "temperature");

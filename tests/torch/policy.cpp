@@ -105,17 +105,18 @@ const cai::torch_logits_path both_paths[] = {cai::torch_logits_path::cai_host, c
 TEST_CASE("torch_lm log-probs and entropy equal an fp64 torch computation on both paths", "[torch]") {
   const test_batch tb({7, 5, 9}, 3, 1);
   for (const auto path : both_paths)
-    for (const double tau : {1.0, 0.7}) {
+    for (const double tau : {1.0, 0.7})
+    for (const bool with_loss_mask : {false, true}) {
       auto lm = load_lm("lm.pt", {.logits_path = path});
       REQUIRE(lm.vocab_size() == V);
-      auto h = lm.train_forward(tb.batch(false), {.entropy = true, .temperature = static_cast<float>(tau)});
+      auto h = lm.train_forward(tb.batch(with_loss_mask), {.entropy = true, .temperature = static_cast<float>(tau)});
       auto mod = lm.module();
       torch::NoGradGuard ng;
       const auto ref = torch_token_logp(mod, tb, tau);
       auto logits = mod.forward({tb.ids()}).toTensor().to(torch::kDouble) / tau;
       auto lsm = torch::log_softmax(logits.narrow(1, 0, tb.T - 1), -1);
       const auto ent = -(lsm.exp() * lsm).sum(-1);
-      const auto sc = tb.scored(false);
+      const auto sc = tb.scored(with_loss_mask);
       for (std::int64_t b = 0; b < tb.B; ++b) {
         CHECK(h.logp()(b, 0) == 0.0f);
         for (std::int64_t t = 1; t < tb.T; ++t) {
@@ -125,7 +126,7 @@ TEST_CASE("torch_lm log-probs and entropy equal an fp64 torch computation on bot
         }
       }
       std::vector<float> out(static_cast<std::size_t>(tb.B * tb.T));
-      lm.log_probs(tb.batch(false), cai::make_view(out.data(), {tb.B, tb.T}), static_cast<float>(tau));
+      lm.log_probs(tb.batch(with_loss_mask), cai::make_view(out.data(), {tb.B, tb.T}), static_cast<float>(tau));
       for (std::int64_t i = 0; i < tb.B * tb.T; ++i) CHECK(out[static_cast<std::size_t>(i)] == h.logp()(i / tb.T, i % tb.T));
     }
 }
@@ -313,6 +314,7 @@ TEST_CASE("torch_lm sampling: behaviour log-probs equal the training forward's, 
       msk[static_cast<std::size_t>(b * Tp) + t] = 1;
     }
   const cai::token_batch pb{.tokens = {tok.data(), {B, Tp}}, .mask = {msk.data(), {B, Tp}}};
+  std::int64_t stops = 0;
   for (const char* file : {"lm.pt", "lm_nocache.pt"})
     for (const cai::sampling_params& sp : {cai::sampling_params{.temperature = 1.0f, .max_new_tokens = 12, .seed = 5},
                                           cai::sampling_params{.temperature = 0.7f, .top_k = 5, .max_new_tokens = 12, .seed = 6},
@@ -336,25 +338,34 @@ TEST_CASE("torch_lm sampling: behaviour log-probs equal the training forward's, 
           ++sampled;
           CHECK(s.logp[i] == Approx(lp[i]).margin(1e-4));
           CHECK((s.tokens[i] >= 0 && s.tokens[i] < V));
-          if (s.tokens[i] == 3) CHECK((t + 1 == s.length || s.mask[i + 1] == 0));  // stops at eos
+          if (s.tokens[i] == 3) {  // stops at eos
+            CHECK((t + 1 == s.length || s.mask[i + 1] == 0));
+            ++stops;
+          }
         }
       }
       CHECK(sampled > 8);
-      // A top-k draw only takes one of the k most likely tokens: the drawn token's rank among the logits < k.
-      if (sp.top_k > 0) {
+      // A top-k draw only takes one of the k most likely tokens (its rank among the logits < k); a top-p draw only
+      // one of the nucleus (the probability mass strictly above it < top_p).
+      if (sp.top_k > 0 || sp.top_p < 1.0f) {
         const auto lg = lm.logits(sb);
         for (std::int64_t b = 0; b < B; ++b)
           for (std::int64_t t = 1; t < s.length; ++t) {
             const auto i = static_cast<std::size_t>(b * s.length + t);
             if (!s.response[i]) continue;
             const auto row = lg[b][t - 1];
-            CHECK((row > row[s.tokens[i]]).sum().item<std::int64_t>() < sp.top_k);
+            if (sp.top_k > 0) CHECK((row > row[s.tokens[i]]).sum().item<std::int64_t>() < sp.top_k);
+            if (sp.top_p < 1.0f) {
+              const auto p = torch::softmax(row.to(torch::kDouble) / sp.temperature, -1);
+              CHECK((p * (p > p[s.tokens[i]])).sum().item<double>() < sp.top_p + 1e-6);
+            }
           }
       }
       // Deterministic for the seed.
       const auto again = lm.sample(pb, sp, 3);
       CHECK(again.tokens == s.tokens);
     }
+  CHECK(stops > 0);  // the eos check above was exercised
   // With and without the cache the same seed draws the same tokens (the logits agree to float rounding).
   auto a = load_lm("lm.pt"), b = load_lm("lm_nocache.pt");
   const cai::sampling_params sp{.max_new_tokens = 10, .seed = 9};
@@ -418,7 +429,14 @@ TEST_CASE("torch_scalar_model: values, masked padding, and Bradley-Terry gradien
 TEST_CASE("torch adapters reject bad modules, batches, gradients and files with cai errors naming the argument", "[torch]") {
   const auto dir = cai_test::torch_models();
   CAI_REQUIRE_THROWS_NAMING(jit_lm(cai::load_torchscript(dir / "bad_rank.pt")), cai::shape_error, "module", "rank-2");
-  CAI_REQUIRE_THROWS_NAMING(load_lm("lm.pt", {.vocab = 50}), cai::shape_error, "module", "vocabulary of 50", "48");
+  {  // a declared vocabulary skips the probe forward; the first forward checks it
+    auto declared = load_lm("lm.pt", {.vocab = 50});
+    CHECK(declared.vocab_size() == 50);
+    const test_batch one({3}, 1, 70);
+    std::vector<float> o(3);
+    CAI_REQUIRE_THROWS_NAMING(declared.log_probs(one.batch(), cai::make_view(o.data(), {1, 3})), cai::shape_error, "module",
+                              "vocabulary of 50", "48");
+  }
   CAI_REQUIRE_THROWS_NAMING(cai::load_torchscript(dir / "missing.pt"), cai::invalid_argument, "path", "missing.pt");
   {
     const auto bad = dir / "corrupt.pt";
@@ -435,7 +453,27 @@ TEST_CASE("torch adapters reject bad modules, batches, gradients and files with 
   std::vector<float> g(3 * tb.T, 0.0f);
   CAI_REQUIRE_THROWS_NAMING(lm.backward(std::move(h), {.dlogp = cai::make_view(static_cast<const float*>(g.data()), {3, tb.T})}),
                             cai::shape_error, "grads.dlogp");
-  CAI_REQUIRE_THROWS_NAMING(lm.backward(std::move(h), {}), cai::invalid_argument, "handle");
+  // The rejected call did not consume the handle: it can be retried, and only then is it gone.
+  std::vector<float> ok(static_cast<std::size_t>(tb.B * tb.T), 0.0f);
+  lm.backward(std::move(h), {.dlogp = cai::make_view(static_cast<const float*>(ok.data()), {tb.B, tb.T})});
+  CAI_REQUIRE_THROWS_NAMING(lm.backward(std::move(h), {.dlogp = cai::make_view(static_cast<const float*>(ok.data()), {tb.B, tb.T})}),
+                            cai::invalid_argument, "handle", "moved-from");
+  CAI_REQUIRE_THROWS_NAMING(h.logp(), cai::invalid_argument, "handle");
+  // A sequence longer than the model's position table (64): inside TorchScript without options.max_seq — a cai::error
+  // quoting the interpreter's cause —, named up front with it.
+  const test_batch long_batch({70}, 2, 72);
+  CAI_REQUIRE_THROWS_NAMING(lm.train_forward(long_batch.batch(), {}), cai::error, "cai::torch_lm::train_forward", "LibTorch raised",
+                            "index out of range");
+  CAI_REQUIRE_THROWS_NAMING(load_lm("lm.pt", {.max_seq = 64}).train_forward(long_batch.batch(), {}), cai::invalid_argument,
+                            "batch.tokens", "max_seq = 64");
+  CAI_REQUIRE_THROWS_NAMING(load_lm("lm.pt", {.pad_id = 48}), cai::invalid_argument, "options.pad_id", "[0, 48)");
+  {
+    auto rm = jit_rm(cai::load_torchscript(dir / "reward.pt"));
+    test_batch neg({4}, 1, 73);
+    neg.tokens[2] = -1;
+    std::vector<float> vals(4);
+    CAI_REQUIRE_THROWS_NAMING(rm.scalars(neg.batch(), cai::make_view(vals.data(), {1, 4})), cai::invalid_argument, "batch.tokens", "-1");
+  }
   auto h2 = lm.train_forward(tb.batch(), {.entropy = false});
   std::vector<float> g2(static_cast<std::size_t>(tb.B * tb.T), 0.0f);
   CAI_REQUIRE_THROWS_NAMING(lm.backward(std::move(h2), {.dlogp = cai::make_view(static_cast<const float*>(g2.data()), {tb.B, tb.T}),
@@ -601,4 +639,73 @@ TEST_CASE("torch_lm::save writes a TorchScript module that loads back with the t
   load_lm().log_probs(tb.batch(), cai::make_view(fresh.data(), {tb.B, tb.T}));
   CHECK(a == b);
   CHECK(a != fresh);
+}
+
+TEST_CASE("torch_lm with bf16 logits: the cai_host path (bf16 dlogits) and the torch_ops path agree", "[torch]") {
+  const test_batch tb({8, 6, 7}, 4, 101);
+  const auto w = cai_test::normal_floats(static_cast<std::size_t>(tb.B * tb.T), 1.0f, 102);
+  const auto u = cai_test::normal_floats(w.size(), 0.1f, 103);
+  std::vector<std::vector<torch::Tensor>> grads;
+  std::vector<std::vector<float>> logps;
+  for (const auto path : both_paths) {
+    auto module = cai::load_torchscript(cai_test::torch_models() / "lm.pt");
+    module.to(torch::kBFloat16);
+    jit_lm lm(module, {.logits_path = path});
+    lm.zero_grad();
+    auto h = lm.train_forward(tb.batch(), {.entropy = true, .temperature = 0.9f});
+    logps.emplace_back(h.logp().data(), h.logp().data() + w.size());
+    lm.backward(std::move(h), {.dlogp = cai::make_view(w.data(), {tb.B, tb.T}), .dentropy = cai::make_view(u.data(), {tb.B, tb.T})});
+    std::vector<torch::Tensor> g;
+    for (auto& p : lm.parameters()) g.push_back(p.grad().to(torch::kFloat).clone());
+    grads.push_back(std::move(g));
+  }
+  for (std::size_t i = 0; i < w.size(); ++i) CHECK(logps[0][i] == Approx(logps[1][i]).margin(1e-4));
+  // bf16 parameter gradients: the cai path rounds dlogits to bf16 once, autograd's log_softmax backward in its own
+  // order; the relative gap stays at a few bf16 ulps.
+  CHECK(relative_gap(grads[0], grads[1]) < 3e-2);
+}
+
+TEST_CASE("torch_lm: what padding holds reaches neither the log-probs nor the gradients", "[torch]") {
+  const test_batch tb({6, 4, 5}, 2, 111);
+  std::vector<float> a(static_cast<std::size_t>(tb.B * tb.T)), b(a.size());
+  load_lm().log_probs(tb.batch(), cai::make_view(a.data(), {tb.B, tb.T}));
+  load_lm("lm.pt", {.pad_id = 5}).log_probs(tb.batch(), cai::make_view(b.data(), {tb.B, tb.T}));
+  for (std::size_t i = 0; i < a.size(); ++i) CHECK(a[i] == Approx(b[i]).margin(1e-6));
+}
+
+namespace {
+// A C++ module whose logits are NaN wherever the input is the pad id 47 (as a model that masks padding may produce).
+struct nan_pad_lmImpl : torch::nn::Module {
+  torch::nn::Embedding emb{nullptr};
+  torch::nn::Linear head{nullptr};
+  nan_pad_lmImpl() {
+    torch::manual_seed(5);
+    emb = register_module("emb", torch::nn::Embedding(V, 8));
+    head = register_module("head", torch::nn::Linear(8, V));
+  }
+  torch::Tensor forward(const torch::Tensor& ids) {
+    auto logits = head(emb(ids).cumsum(1));
+    return torch::where((ids == 47).unsqueeze(-1), torch::full_like(logits, std::numeric_limits<float>::quiet_NaN()), logits);
+  }
+};
+TORCH_MODULE(nan_pad_lm);
+}  // namespace
+
+TEST_CASE("torch_lm: NaN logits on padding give finite log-probs, entropy and gradients on both paths", "[torch]") {
+  const test_batch tb({6, 3, 5}, 2, 121);
+  const auto w = cai_test::normal_floats(static_cast<std::size_t>(tb.B * tb.T), 1.0f, 122);
+  for (const auto path : both_paths) {
+    nan_pad_lm module;
+    cai::torch_lm lm(module, {.pad_id = 47, .logits_path = path});
+    lm.zero_grad();
+    auto h = lm.train_forward(tb.batch(), {.entropy = true});
+    for (std::int64_t i = 0; i < tb.B * tb.T; ++i) {
+      CHECK(std::isfinite(h.logp()(i / tb.T, i % tb.T)));
+      CHECK(std::isfinite(h.entropy()(i / tb.T, i % tb.T)));
+      if (!tb.mask[static_cast<std::size_t>(i)]) CHECK(h.logp()(i / tb.T, i % tb.T) == 0.0f);
+    }
+    lm.backward(std::move(h), {.dlogp = cai::make_view(w.data(), {tb.B, tb.T}), .dentropy = cai::make_view(w.data(), {tb.B, tb.T})});
+    for (auto& p : module->parameters()) CHECK(torch::isfinite(p.grad()).all().item<bool>());
+    CHECK(std::isfinite(lm.step(1e-3)));
+  }
 }

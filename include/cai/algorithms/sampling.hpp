@@ -2,8 +2,10 @@
 // models and the LibTorch adapter), so that their behaviour log-probs follow one rule.
 //
 // draw_token(z, sp, rng): z = logits / temperature (V values). The draw is from softmax(z) restricted first to the
-// top_k largest (top_k = 0: no limit), then to the smallest prefix of that order whose probability mass reaches
-// top_p (top_p = 1: no limit); ties keep the lower id first (a stable sort). One uniform number is consumed per draw.
+// top_k largest (top_k = 0: no limit), then to the smallest prefix of that order whose probability mass — renormalised
+// over the top-k tokens, as Hugging Face's and vLLM's top-p after top-k — reaches top_p (top_p = 1: no limit); ties
+// keep the lower id first (a stable sort). One uniform number is consumed per draw. Logits whose log-sum-exp is not
+// finite (a NaN or +inf logit, or every logit -inf) are cai::invalid_argument naming "z": there is no distribution.
 // It returns the token and its log-probability under the UNRESTRICTED softmax(z) — the behaviour log-prob that equals
 // a training forward's log-prob at the same temperature (top-k / top-p change which tokens can be drawn, not how the
 // policy scores them; the same convention as TRL's and OpenRLHF's rollouts, which score with the full distribution).
@@ -43,6 +45,8 @@ inline std::pair<std::int32_t, float> draw_token(std::span<const float> z, const
   softmax_state<double> st;
   for (float v : z) st.push(v);
   const double lse = st.lse();
+  if (!std::isfinite(lse))
+    detail::fail_argument("cai::draw_token", "z", "logits with a finite log-sum-exp (no NaN or +inf, not all -inf)", lse);
   std::vector<std::int32_t> order(static_cast<std::size_t>(V));
   for (std::int64_t j = 0; j < V; ++j) order[static_cast<std::size_t>(j)] = static_cast<std::int32_t>(j);
   const auto zi = [&](std::int64_t k) { return static_cast<double>(z[static_cast<std::size_t>(order[static_cast<std::size_t>(k)])]); };
@@ -52,12 +56,17 @@ inline std::pair<std::int32_t, float> draw_token(std::span<const float> z, const
                      [&](std::int32_t a, std::int32_t b) { return z[static_cast<std::size_t>(a)] > z[static_cast<std::size_t>(b)]; });
     if (sp.top_k > 0) keep = std::min<std::int64_t>(keep, sp.top_k);
     if (sp.top_p < 1.0f) {
+      double kept = 1.0;  // the top-k mass, so that top-p measures the renormalised distribution
+      if (keep < V) {
+        kept = 0.0;
+        for (std::int64_t k = 0; k < keep; ++k) kept += std::exp(zi(k) - lse);
+      }
       double mass = 0;
       std::int64_t k = 0;
       while (k < keep) {
         mass += std::exp(zi(k) - lse);
         ++k;
-        if (mass >= sp.top_p) break;
+        if (mass >= sp.top_p * kept) break;
       }
       keep = k;
     }

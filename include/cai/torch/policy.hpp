@@ -15,10 +15,11 @@
 //            from the cached length; a TorchScript module exports it with @torch.jit.export (List[Tensor]), a C++
 //            module declares `at::Tensor forward_cached(const at::Tensor&, std::vector<at::Tensor>& past)`.
 //   scalar:  forward(ids) -> values (B, T) or (B, T, 1), one scalar per position (cai/concepts/scalar_model.hpp).
-// Every forward runs on the module's device (that of its first parameter; the CPU for a module without parameters,
-// which the adapters accept for inference — step() and zero_grad() then refuse, naming "module") with ids built from the token batch; the
-// positions a row's mask marks as padding are fed options.pad_id (right padding: a causal model's real positions
-// never see them).
+// Every forward runs on the module's current device (that of its first parameter, read at each call; the CPU for a
+// module without parameters, which the adapters accept for inference — step() and zero_grad() then refuse, naming
+// "module") with ids built from the token batch; the positions a row's mask marks as padding are fed options.pad_id
+// (right padding: a causal model's real positions never see them). Before each forward the module is put in eval()
+// mode, or train() mode with options.eval_mode = false.
 //
 // Training forward (torch_lm::train_forward), with temperature tau and the cai alignment of DESIGN.md:
 //   logp[b, t] = log softmax(logits[b, t - 1] / tau)[ids[b, t]],  entropy[b, t] = H(softmax(logits[b, t - 1] / tau))
@@ -28,13 +29,18 @@
 // and pushes them into autograd with logits.backward(dlogits); torch_ops — log_softmax + gather (+ entropy) as torch
 // operations, backward through torch::autograd::backward on logp and entropy (any device: this is the CUDA path,
 // running on LibTorch's current stream). automatic = cai_host for CPU logits, torch_ops otherwise. Either way the
-// gradients of ANY cai loss (dL/dlogp, dL/dentropy) reach the module's parameters through torch autograd.
-// The handle keeps the autograd graph alive until backward() consumes it (or the handle is destroyed).
+// gradients of ANY cai loss (dL/dlogp, dL/dentropy) reach the module's parameters through torch autograd, and
+// unscored positions give exactly 0 and pass no gradient (torch_ops zeroes the unscored logit rows before its
+// log_softmax, so NaN or -inf there — a model that masks padding — cannot leak into the parameters).
+// The handle is move-only and keeps the autograd graph alive until backward() consumes it (or it is destroyed);
+// backward() checks its arguments before it consumes the handle, so a rejected call can be retried.
 //
 // Optimiser: options.optimizer(parameters) builds a torch::optim optimiser (default AdamW, betas (0.9, 0.999),
-// eps 1e-8, weight decay 0). zero_grad() clears the gradients; step(lr) sets lr on every parameter group, clips the
-// global gradient norm to options.max_grad_norm when > 0 (torch::nn::utils::clip_grad_norm_), steps, and returns the
-// pre-clip norm. options.eval_mode (default true) keeps the module in eval() mode — dropout off — so that training
+// eps 1e-8, weight decay 0). zero_grad() clears the gradients; step(lr) sets lr on every parameter group, computes
+// the global gradient L2 norm (in fp64, one device-to-host read), scales the gradients by max_grad_norm / (norm +
+// 1e-6) when options.max_grad_norm > 0 and the norm exceeds it (torch::nn::utils::clip_grad_norm_'s rule), steps, and
+// returns the pre-clip norm. A non-finite norm skips the step (the parameters stay as they were) and is returned, so a
+// trainer logs it. options.eval_mode (default true) keeps the module in eval() mode — dropout off — so that training
 // log-probs equal sampling and reference log-probs (RLHF needs them to match); set it false to train with dropout.
 //
 // Sampling (torch_lm::sample): rows are grouped by prompt length; each group decodes in lockstep, with the model's
@@ -45,9 +51,12 @@
 //
 // Bad input: a module whose output is not (B, T, V) / (B, T) [(B, T, 1)], or whose vocabulary differs from
 // options.vocab (when given) or from the first forward's, is cai::shape_error naming "module"; token ids outside
-// [0, V) on real positions are cai::invalid_argument naming "batch.tokens"; mismatched batch / gradient shapes are
-// cai::shape_error naming the argument; a missing file is cai::invalid_argument and an unreadable one cai::parse_error,
-// both naming "path"; an exception LibTorch raises inside a forward or backward becomes cai::error naming the call.
+// [0, V) on real positions (negative ids for a scalar model, whose vocabulary is unknown), or a real token at a
+// position >= options.max_seq (when set), are cai::invalid_argument naming "batch.tokens"; options.pad_id outside the
+// vocabulary names "options.pad_id"; mismatched batch / gradient shapes are cai::shape_error naming the argument; a
+// missing file is cai::invalid_argument and an unreadable one cai::parse_error, both naming "path"; any exception
+// LibTorch raises (c10::Error, or the TorchScript interpreter's std::runtime_error) becomes cai::error naming the call
+// and quoting LibTorch's message (its error line, without the backtrace).
 //
 //   auto lm = cai::torch_lm(cai::load_torchscript("policy.pt"));
 //   auto ref = cai::torch_lm(cai::load_torchscript("policy.pt"));      // a separate, frozen copy
@@ -87,7 +96,7 @@ enum class torch_logits_path { automatic, cai_host, torch_ops };
 
 /// Options of torch_lm and torch_scalar_model (fields a scalar model does not use are ignored).
 struct torch_model_options {
-  std::int64_t vocab = 0;         ///< expected vocabulary; 0: taken from the first forward (a one-token probe)
+  std::int64_t vocab = 0;         ///< expected vocabulary, checked at every forward; 0: from a one-token probe forward
   std::int64_t max_seq = 0;       ///< longest sequence sample() may build; 0: not checked
   std::int64_t pad_id = 0;        ///< id fed at padding positions
   bool eval_mode = true;          ///< keep the module in eval() mode (dropout off)
@@ -129,14 +138,24 @@ concept nn_module_handle = requires(M& m, const at::Tensor& t) {
 template <class M>
 concept torch_module = std::same_as<M, jit_module> || nn_module_handle<M>;
 
-/// The first line of a LibTorch message (it appends a C++ backtrace).
+/// The informative line of a LibTorch message: the TorchScript interpreter's "...Error: <cause>" line when there is
+/// one (it comes after a banner and the TorchScript traceback), else the first non-empty line (c10::Error appends a
+/// C++ backtrace after it).
 inline std::string first_line(const char* what) {
-  std::string s = what;
-  if (auto nl = s.find('\n'); nl != std::string::npos) s.resize(nl);
-  return s;
+  const std::string_view s = what;
+  std::string_view first, cause;
+  for (std::size_t at = 0; at <= s.size();) {
+    const auto nl = std::min(s.find('\n', at), s.size());
+    const auto line = s.substr(at, nl - at);
+    if (first.empty() && line.find_first_not_of(" \t\r") != std::string_view::npos) first = line;
+    const auto colon = line.find("Error: ");
+    if (colon != std::string_view::npos && line.find_first_of(" \t") > colon) cause = line;  // "RuntimeError: ..."
+    at = nl + 1;
+  }
+  return std::string(cause.empty() ? first : cause);
 }
 
-/// Runs f, turning a LibTorch exception into cai::error naming `call`.
+/// Runs f, turning any LibTorch exception into cai::error naming `call`.
 template <class F>
 decltype(auto) guarded(std::string_view call, F&& f) {
   try {
@@ -144,6 +163,8 @@ decltype(auto) guarded(std::string_view call, F&& f) {
   } catch (const cai::error&) {
     throw;
   } catch (const c10::Error& e) {
+    throw cai::error(detail::concat(call, ": LibTorch raised: ", first_line(e.what_without_backtrace())));
+  } catch (const std::exception& e) {  // the TorchScript interpreter rethrows as std::runtime_error (JITException too)
     throw cai::error(detail::concat(call, ": LibTorch raised: ", first_line(e.what())));
   }
 }
@@ -219,7 +240,8 @@ class torch_model_base {
  public:
   const M& module() const noexcept { return m_; }
   M& module() noexcept { return m_; }
-  c10::Device device() const noexcept { return dev_; }
+  /// The module's current device: that of its first parameter (the CPU for a module without parameters).
+  c10::Device device() const { return params_.empty() ? c10::Device(c10::kCPU) : params_.front().device(); }
   const torch_model_options& options() const noexcept { return o_; }
   std::vector<at::Tensor> parameters() { return parameters_of(m_); }
 
@@ -237,6 +259,8 @@ class torch_model_base {
       if constexpr (std::same_as<M, jit_module>) m_.save(path.string());
       else ::torch::save(m_, path.string());
     } catch (const c10::Error& e) {
+      throw cai::error(detail::concat(call, ": cannot write '", path.string(), "': ", first_line(e.what_without_backtrace())));
+    } catch (const std::exception& e) {
       throw cai::error(detail::concat(call, ": cannot write '", path.string(), "': ", first_line(e.what())));
     }
   }
@@ -248,14 +272,15 @@ class torch_model_base {
     require_trainable(call_ + "::step");
     return guarded(call_ + "::step", [&] {
       for (auto& g : opt_->param_groups()) g.options().set_lr(learning_rate);
-      std::vector<at::Tensor> with_grad, squares;
+      std::vector<at::Tensor> with_grad, norms;
       for (auto& p : params_)
         if (p.grad().defined()) {
           with_grad.push_back(p);
-          squares.push_back(p.grad().detach().to(at::kDouble).pow(2).sum());
+          norms.push_back(at::linalg_vector_norm(p.grad().detach(), 2, c10::nullopt, false, at::kDouble));
         }
       // One device-to-host read for the whole norm, accumulated in fp64.
-      const double norm = squares.empty() ? 0.0 : std::sqrt(at::stack(squares).sum().item<double>());
+      const double norm = norms.empty() ? 0.0 : at::linalg_vector_norm(at::stack(norms), 2).item<double>();
+      if (!std::isfinite(norm)) return static_cast<float>(norm);  // skip the step (see the header comment)
       if (o_.max_grad_norm > 0.0 && norm > o_.max_grad_norm) {
         const double scale = o_.max_grad_norm / (norm + 1e-6);
         ::torch::NoGradGuard ng;
@@ -281,19 +306,24 @@ class torch_model_base {
     if constexpr (!std::same_as<M, jit_module>)
       if (!m_) detail::fail_argument(call_, "module", "a module", "an empty module handle");
     params_ = parameters_of(m_);
-    if (o_.eval_mode) set_train(m_, false);
     if (params_.empty()) return;  // usable for inference (a programmatic reward, a frozen rule); step() refuses
-    dev_ = params_.front().device();
-    opt_ = o_.optimizer ? o_.optimizer(params_)
-                        : std::make_unique<::torch::optim::AdamW>(params_, ::torch::optim::AdamWOptions(1e-5).weight_decay(0.0));
+    opt_ = guarded(call_, [&] {
+      return o_.optimizer ? o_.optimizer(params_)
+                          : std::unique_ptr<::torch::optim::Optimizer>(std::make_unique<::torch::optim::AdamW>(
+                                params_, ::torch::optim::AdamWOptions(1e-5).weight_decay(0.0)));
+    });
     if (!opt_) detail::fail_argument(call_, "options.optimizer", "a factory returning an optimiser", "nullptr");
   }
+
+  /// Puts the module in the mode options.eval_mode asks for (before every forward: the module is shared).
+  void set_mode() { set_train(m_, !o_.eval_mode); }
 
   void require_trainable(const std::string& call) const {
     if (!opt_) detail::fail_argument(call, "module", "a module with parameters to train", "a module without parameters");
   }
 
-  /// ids (B, T) int64 on the module's device: the batch's tokens, pad_id where the mask is 0.
+  /// ids (B, T) int64 on the CPU: the batch's tokens, pad_id where the mask is 0, every shape and id checked (vocab
+  /// 0: unknown, ids need only be >= 0).
   at::Tensor ids_of(const token_batch& batch, std::string_view call, std::int64_t vocab) const {
     const std::int64_t B = batch.tokens.extent(0), T = batch.tokens.extent(1);
     if (batch.mask.extents() != batch.tokens.extents())
@@ -309,17 +339,27 @@ class torch_model_base {
       for (std::int64_t t = 0; t < T; ++t) {
         const bool real = batch.mask(b, t) != 0;
         const std::int64_t id = real ? batch.tokens(b, t) : o_.pad_id;
-        if (real && vocab > 0 && (id < 0 || id >= vocab))
-          detail::fail_argument(call, "batch.tokens", detail::concat("ids in [0, ", vocab, ")"), detail::concat(id, " at (", b, ", ", t, ")"));
+        if (real && (id < 0 || (vocab > 0 && id >= vocab)))
+          detail::fail_argument(call, "batch.tokens", vocab > 0 ? detail::concat("ids in [0, ", vocab, ")") : std::string("ids >= 0"),
+                                detail::concat(id, " at (", b, ", ", t, ")"));
+        if (real && o_.max_seq > 0 && t >= o_.max_seq)
+          detail::fail_argument(call, "batch.tokens", detail::concat("real tokens at positions < options.max_seq = ", o_.max_seq),
+                                detail::concat("a token at (", b, ", ", t, ")"));
         p[b * T + t] = id;
       }
-    return dev_.is_cpu() ? ids : ids.to(dev_);
+    return ids;
+  }
+
+  /// ids_of, on the module's device.
+  at::Tensor device_ids(const token_batch& batch, std::string_view call, std::int64_t vocab) const {
+    auto ids = ids_of(batch, call, vocab);
+    const auto dev = device();
+    return dev.is_cpu() ? ids : guarded(call, [&] { return ids.to(dev); });
   }
 
   M m_;
   torch_model_options o_;
   std::string call_;
-  c10::Device dev_ = c10::kCPU;
   std::vector<at::Tensor> params_;
   std::unique_ptr<::torch::optim::Optimizer> opt_;
 };
@@ -330,7 +370,7 @@ inline at::Tensor host_float(const at::Tensor& t) { return t.detach().to(at::kCP
 /// A (B, T) float tensor on `dev` holding a host view's values (a copy: the view may be strided or const).
 inline at::Tensor tensor_from(tensor_view<const float, 2> v, c10::Device dev) {
   auto t = at::empty({v.extent(0), v.extent(1)}, at::kFloat);
-  auto* p = t.data_ptr<float>();
+  float* p = t.data_ptr<float>();
   for (std::int64_t b = 0; b < v.extent(0); ++b)
     for (std::int64_t s = 0; s < v.extent(1); ++s) p[b * v.extent(1) + s] = v(b, s);
   return dev.is_cpu() ? t : t.to(dev);
@@ -344,34 +384,51 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
   using base = detail::tch::torch_model_base<Module>;
 
  public:
-  /// What train_forward computed: per-token outputs on the host and the autograd graph behind them.
+  /// What train_forward computed: per-token outputs on the host and the autograd graph behind them. Move-only.
   class forward_handle {
    public:
-    tensor_view<const float, 2> logp() const { return torch_view<const float, 2>(state_->logp, "cai::torch_lm::forward_handle", "logp"); }
+    forward_handle() = default;
+    forward_handle(forward_handle&&) noexcept = default;
+    forward_handle& operator=(forward_handle&&) noexcept = default;
+    forward_handle(const forward_handle&) = delete;  // two copies could be backwarded twice
+    forward_handle& operator=(const forward_handle&) = delete;
+
+    tensor_view<const float, 2> logp() const { return torch_view<const float, 2>(live().logp, call, "logp"); }
+    /// Empty (0 x 0) when the forward did not request entropy.
     tensor_view<const float, 2> entropy() const {
-      if (!state_->entropy.defined()) return tensor_view<const float, 2>(nullptr, {0, 0});
-      return torch_view<const float, 2>(state_->entropy, "cai::torch_lm::forward_handle", "entropy");
+      if (!live().entropy.defined()) return tensor_view<const float, 2>(nullptr, {0, 0});
+      return torch_view<const float, 2>(state_->entropy, call, "entropy");
     }
 
    private:
     friend class torch_lm;
+    static constexpr std::string_view call = "cai::torch_lm::forward_handle";
     struct state {
-      at::Tensor logits;                  // (B, T, V) with its graph (cai_host path)
+      at::Tensor logits;                     // (B, T, V) with its graph (cai_host path)
       at::Tensor logp_graph, entropy_graph;  // (B, T) with their graphs (torch_ops path)
-      at::Tensor logp, entropy;           // (B, T) host float
-      at::Tensor tokens, mask, saved;     // host int32 / uint8 / float (B, T, 3) (cai_host path)
+      at::Tensor logp, entropy;              // (B, T) host float
+      at::Tensor tokens, mask, saved;        // host int32 / uint8 / float (B, T, 3) (cai_host path)
       float temperature = 1.0f;
       bool cai_path = true;
     };
-    std::shared_ptr<state> state_;
+    const state& live() const {
+      if (!state_) detail::fail_argument(call, "handle", "a live forward handle", "an empty or moved-from handle");
+      return *state_;
+    }
+    std::unique_ptr<state> state_;
   };
 
   explicit torch_lm(Module module, torch_model_options options = {})
       : base(std::move(module), std::move(options), "cai::torch_lm") {
     vocab_ = this->o_.vocab;
-    ::torch::NoGradGuard ng;
-    const auto probe = at::full({1, 1}, this->o_.pad_id, at::TensorOptions().dtype(at::kLong).device(this->dev_));
-    check_logits(detail::tch::call_forward(this->m_, probe, "cai::torch_lm"), 1, 1, "cai::torch_lm");
+    if (vocab_ == 0) {  // a one-token probe forward tells the vocabulary (and checks the output's rank)
+      ::torch::NoGradGuard ng;
+      this->set_mode();
+      const auto probe = at::zeros({1, 1}, at::TensorOptions().dtype(at::kLong).device(this->device()));
+      check_logits(detail::tch::call_forward(this->m_, probe, "cai::torch_lm"), 1, 1, "cai::torch_lm");
+    }
+    if (this->o_.pad_id >= vocab_)
+      detail::fail_argument(this->call_, "options.pad_id", detail::concat("an id in [0, ", vocab_, ")"), this->o_.pad_id);
   }
 
   std::int64_t vocab_size() const noexcept { return vocab_; }
@@ -383,7 +440,7 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
   /// True when sample() uses the module's key-value cache.
   bool uses_cache() const { return this->o_.use_cache && detail::tch::has_cache(this->m_); }
 
-  /// Logits (B, T, V) of a batch, without gradients.
+  /// Logits (B, T, V) of a batch as the module returns them (padding positions included), without gradients.
   at::Tensor logits(const token_batch& batch) {
     constexpr std::string_view call = "cai::torch_lm::logits";
     ::torch::NoGradGuard ng;
@@ -408,12 +465,12 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
     return h;
   }
 
-  /// Pushes dL/dlogp (and dL/dentropy when given) through the handle's graph into the parameters' gradients.
+  /// Pushes dL/dlogp (and dL/dentropy when given) through the handle's graph into the parameters' gradients. The
+  /// arguments are checked before the handle is consumed.
   void backward(forward_handle&& h, const per_token_grads& g) {
     constexpr std::string_view call = "cai::torch_lm::backward";
-    if (!h.state_) detail::fail_argument(call, "handle", "a live forward handle", "a moved-from handle");
-    auto st = std::move(h.state_);
-    const std::int64_t B = st->logp.size(0), T = st->logp.size(1);
+    const auto& live = h.live();
+    const std::int64_t B = live.logp.size(0), T = live.logp.size(1);
     const std::array<std::int64_t, 2> bt{B, T};
     if (g.dlogp.extents() != bt)
       detail::fail_argument<shape_error>(call, "grads.dlogp", detail::concat(B, "x", T), detail::concat(g.dlogp.extent(0), "x", g.dlogp.extent(1)));
@@ -421,8 +478,9 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
     if (with_entropy && g.dentropy.extents() != bt)
       detail::fail_argument<shape_error>(call, "grads.dentropy", detail::concat(B, "x", T),
                                          detail::concat(g.dentropy.extent(0), "x", g.dentropy.extent(1)));
-    if (with_entropy && !st->entropy.defined())
+    if (with_entropy && !live.entropy.defined())
       detail::fail_argument(call, "grads.dentropy", "no entropy gradient (the forward did not request entropy)", "a gradient");
+    const auto st = std::move(h.state_);
     detail::tch::guarded(call, [&] {
       if (st->cai_path) {
         auto dlogits = at::empty_like(st->logits, at::MemoryFormat::Contiguous);
@@ -441,10 +499,12 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
         });
         st->logits.backward(dlogits);
       } else {
-        std::vector<at::Tensor> outs{st->logp_graph}, grads{detail::tch::tensor_from(g.dlogp, this->dev_)};
+        if (!st->logp_graph.requires_grad()) return;  // a length-1 batch, or a forward run without gradients
+        const auto dev = st->logp_graph.device();
+        std::vector<at::Tensor> outs{st->logp_graph}, grads{detail::tch::tensor_from(g.dlogp, dev)};
         if (with_entropy) {
           outs.push_back(st->entropy_graph);
-          grads.push_back(detail::tch::tensor_from(g.dentropy, this->dev_));
+          grads.push_back(detail::tch::tensor_from(g.dentropy, dev));
         }
         ::torch::autograd::backward(outs, grads);
       }
@@ -452,11 +512,11 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
   }
 
   /// Samples up to max_new_tokens after each prompt row (see the header comment). Stops a row at eos_id (>= 0).
+  /// sampling_params::stop (strings) is not applied here: a token-level policy has no text; the trainers stop on eos.
   sample_batch sample(const token_batch& prompts, const sampling_params& sp, std::int32_t eos_id = -1) {
     constexpr std::string_view call = "cai::torch_lm::sample";
     check_sampling_params(call, sp);
-    const auto ids_all = this->ids_of(prompts, call, vocab_);  // checks the shapes and the ids
-    (void)ids_all;
+    (void)this->ids_of(prompts, call, vocab_);  // checks the shapes and the ids
     const std::int64_t B = prompts.tokens.extent(0), Tp = prompts.tokens.extent(1);
     const std::int64_t T = Tp + sp.max_new_tokens;
     sample_batch out;
@@ -484,7 +544,10 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
     }
     if (sp.max_new_tokens == 0) return out;
     ::torch::NoGradGuard ng;
-    for (const auto& [len, rows] : groups) sample_group(out, rows, len, T, sp, eos_id, call);
+    this->set_mode();
+    detail::tch::guarded(call, [&] {
+      for (const auto& [len, rows] : groups) sample_group(out, rows, len, T, sp, eos_id, call);
+    });
     return out;
   }
 
@@ -496,7 +559,8 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
   }
 
   at::Tensor forward_logits(const token_batch& batch, std::string_view call) {
-    const auto ids = this->ids_of(batch, call, vocab_);
+    const auto ids = this->device_ids(batch, call, vocab_);
+    this->set_mode();
     auto logits = detail::tch::call_forward(this->m_, ids, call);
     check_logits(logits, ids.size(0), ids.size(1), call);
     return logits;
@@ -515,10 +579,10 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
       detail::fail_argument<dtype_error>(call, "module", "floating-point logits", c10::toString(logits.scalar_type()));
   }
 
-  std::shared_ptr<typename forward_handle::state> run(const token_batch& batch, const forward_request& req, std::string_view call) {
+  std::unique_ptr<typename forward_handle::state> run(const token_batch& batch, const forward_request& req, std::string_view call) {
     if (!(req.temperature > 0.0f) || !std::isfinite(req.temperature))
       detail::fail_argument(call, "temperature", "a finite value > 0", req.temperature);
-    auto st = std::make_shared<typename forward_handle::state>();
+    auto st = std::make_unique<typename forward_handle::state>();
     st->temperature = req.temperature;
     auto logits = forward_logits(batch, call);
     const std::int64_t B = logits.size(0), T = logits.size(1);
@@ -526,8 +590,8 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
     auto mask = at::zeros({B, T}, at::kByte);
     auto tokens = at::zeros({B, T}, at::kInt);
     {
-      auto* mp = mask.data_ptr<std::uint8_t>();
-      auto* tp = tokens.data_ptr<std::int32_t>();
+      std::uint8_t* mp = mask.data_ptr<std::uint8_t>();
+      std::int32_t* tp = tokens.data_ptr<std::int32_t>();
       const auto scored = batch.loss_mask.empty() ? batch.mask : batch.loss_mask;
       for (std::int64_t b = 0; b < B; ++b)
         for (std::int64_t t = 0; t < T; ++t) {
@@ -557,24 +621,37 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
                                 .saved = torch_view<float, 3>(st->saved, call, "saved")};
         const auto tv = torch_view<const std::int32_t, 2>(tokens, call, "tokens");
         const auto mv = torch_view<const std::uint8_t, 2>(mask, call, "mask");
-        visit_floating<3>(torch_any_view(st->logits.detach(), call, "logits"), call, "logits",
-                          [&](auto x) {
-                            with_backend([&](const auto& be) { token_logprobs(be, x, tv, mv, outs, {.temperature = req.temperature}); });
-                          });
+        visit_floating<3>(torch_any_view(st->logits.detach(), call, "logits"), call, "logits", [&](auto x) {
+          with_backend([&](const auto& be) { token_logprobs(be, x, tv, mv, outs, {.temperature = req.temperature}); });
+        });
       } else {
-        // log_softmax + gather (+ entropy), shifted so that position t reads logits[t - 1] (DESIGN.md alignment).
+        // log_softmax + gather (+ entropy), shifted so that position t reads logits[t - 1] (DESIGN.md alignment). The
+        // logit rows that score nothing are zeroed first, so whatever they hold (NaN, -inf) reaches neither the outputs
+        // nor the gradients; the outputs are selected (not multiplied) by the mask for the same reason.
         const auto dev = logits.device();
-        const auto z = logits.to(at::kFloat) / static_cast<double>(req.temperature);
-        const auto lsm = at::log_softmax(z.narrow(1, 0, T - 1), -1);                      // (B, T-1, V)
-        const auto next = tokens.to(dev, at::kLong).narrow(1, 1, T - 1).unsqueeze(-1);    // (B, T-1, 1)
-        const auto m = mask.to(dev, at::kFloat);
+        if (T < 2) {  // nothing is scored; backward() has nothing to push
+          st->logp_graph = at::zeros({B, T}, at::TensorOptions().dtype(at::kFloat).device(dev));
+          st->logp = detail::tch::host_float(st->logp_graph);
+          if (req.entropy) {
+            st->entropy_graph = st->logp_graph;
+            st->entropy = st->logp.clone();
+          }
+          return;
+        }
+        const auto m = mask.to(dev).to(at::kBool);                                  // (B, T)
+        const auto rows = m.narrow(1, 1, T - 1).unsqueeze(-1);                      // (B, T-1, 1): rows t-1 that score t
+        auto z = logits.narrow(1, 0, T - 1).masked_fill(rows.logical_not(), 0.0);
+        if (req.temperature != 1.0f) z = z.to(at::kFloat) / static_cast<double>(req.temperature);  // not in bf16/fp16
+        const auto lsm = at::log_softmax(z, -1, at::kFloat);                        // (B, T-1, V) fp32
+        const auto next = tokens.to(dev, at::kLong).narrow(1, 1, T - 1).unsqueeze(-1);
         const auto zero = at::zeros({B, 1}, at::TensorOptions().dtype(at::kFloat).device(dev));
-        st->logp_graph = at::cat({zero, lsm.gather(-1, next).squeeze(-1)}, 1) * m;
+        const auto zeros = at::zeros({B, T}, at::TensorOptions().dtype(at::kFloat).device(dev));
+        st->logp_graph = at::where(m, at::cat({zero, lsm.gather(-1, next).squeeze(-1)}, 1), zeros);
         st->logp = detail::tch::host_float(st->logp_graph);
         if (req.entropy) {
           const auto p = lsm.exp();
-          const auto h = -(p * lsm.masked_fill(p == 0, 0.0)).sum(-1);                   // 0 log 0 = 0
-          st->entropy_graph = at::cat({zero, h}, 1) * m;
+          const auto h = -(p * lsm.masked_fill(p == 0, 0.0)).sum(-1);  // 0 log 0 = 0
+          st->entropy_graph = at::where(m, at::cat({zero, h}, 1), zeros);
           st->entropy = detail::tch::host_float(st->entropy_graph);
         }
       }
@@ -586,11 +663,12 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
                     const sampling_params& sp, std::int32_t eos_id, std::string_view call) {
     const auto G = static_cast<std::int64_t>(rows.size());
     const auto V = vocab_;
+    const auto dev = this->device();
     auto ids = at::empty({G, len}, at::kLong);
+    std::int64_t* ip = ids.data_ptr<std::int64_t>();
     for (std::int64_t g = 0; g < G; ++g)
-      for (std::int64_t t = 0; t < len; ++t)
-        ids.data_ptr<std::int64_t>()[g * len + t] = out.tokens[static_cast<std::size_t>(rows[static_cast<std::size_t>(g)] * T + t)];
-    at::Tensor seq = this->dev_.is_cpu() ? ids : ids.to(this->dev_);
+      for (std::int64_t t = 0; t < len; ++t) ip[g * len + t] = out.tokens[static_cast<std::size_t>(rows[static_cast<std::size_t>(g)] * T + t)];
+    at::Tensor seq = dev.is_cpu() ? ids : ids.to(dev);
     const bool cached = uses_cache();
     std::vector<at::Tensor> past;
     auto next_logits = [&](const at::Tensor& input, std::int64_t L) {
@@ -605,6 +683,7 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
     std::vector<float> z(static_cast<std::size_t>(V));
     for (std::int32_t k = 0; k < sp.max_new_tokens; ++k) {
       at::Tensor step_ids = at::full({G, 1}, this->o_.pad_id, at::kLong);
+      std::int64_t* sp_ids = step_ids.data_ptr<std::int64_t>();
       const float* lp = last.data_ptr<float>();
       bool any = false;
       for (std::int64_t g = 0; g < G; ++g) {
@@ -616,12 +695,12 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
         out.mask[pos] = 1;
         out.response[pos] = 1;
         out.logp[pos] = logp;
-        step_ids.data_ptr<std::int64_t>()[g] = tok;
+        sp_ids[g] = tok;
         if (tok == eos_id) alive[static_cast<std::size_t>(g)] = 0;
         else any = true;
       }
       if (!any || k + 1 == sp.max_new_tokens) break;
-      const at::Tensor step_dev = this->dev_.is_cpu() ? step_ids : step_ids.to(this->dev_);
+      const at::Tensor step_dev = dev.is_cpu() ? step_ids : step_ids.to(dev);
       if (cached) {
         last = next_logits(step_dev, 1);
       } else {
@@ -644,18 +723,27 @@ class torch_scalar_model : public detail::tch::torch_model_base<Module> {
   using base = detail::tch::torch_model_base<Module>;
 
  public:
+  /// What train_forward computed: the values on the host and the autograd graph behind them. Move-only.
   class forward_handle {
    public:
+    forward_handle() = default;
+    forward_handle(forward_handle&&) noexcept = default;
+    forward_handle& operator=(forward_handle&&) noexcept = default;
+    forward_handle(const forward_handle&) = delete;
+    forward_handle& operator=(const forward_handle&) = delete;
+
     tensor_view<const float, 2> values() const {
-      return torch_view<const float, 2>(state_->host, "cai::torch_scalar_model::forward_handle", "values");
+      constexpr std::string_view call = "cai::torch_scalar_model::forward_handle";
+      if (!state_) detail::fail_argument(call, "handle", "a live forward handle", "an empty or moved-from handle");
+      return torch_view<const float, 2>(state_->host, call, "values");
     }
 
    private:
     friend class torch_scalar_model;
     struct state {
-      at::Tensor graph, host, mask;  // (B, T): values with their graph, host copy, float mask on the device
+      at::Tensor graph, host, mask;  // (B, T): values with their graph, host copy, bool mask on the values' device
     };
-    std::shared_ptr<state> state_;
+    std::unique_ptr<state> state_;
   };
 
   explicit torch_scalar_model(Module module, torch_model_options options = {})
@@ -678,21 +766,23 @@ class torch_scalar_model : public detail::tch::torch_model_base<Module> {
     return h;
   }
 
-  /// Pushes dL/dvalues (B, T) through the handle's graph (padding positions get no gradient).
+  /// Pushes dL/dvalues (B, T) through the handle's graph (padding positions get no gradient). The arguments are
+  /// checked before the handle is consumed.
   void backward(forward_handle&& h, tensor_view<const float, 2> dvalues) {
     constexpr std::string_view call = "cai::torch_scalar_model::backward";
-    if (!h.state_) detail::fail_argument(call, "handle", "a live forward handle", "a moved-from handle");
-    auto st = std::move(h.state_);
-    const std::array<std::int64_t, 2> bt{st->host.size(0), st->host.size(1)};
+    if (!h.state_) detail::fail_argument(call, "handle", "a live forward handle", "an empty or moved-from handle");
+    const std::array<std::int64_t, 2> bt{h.state_->host.size(0), h.state_->host.size(1)};
     if (dvalues.extents() != bt)
       detail::fail_argument<shape_error>(call, "dvalues", detail::concat(bt[0], "x", bt[1]),
                                          detail::concat(dvalues.extent(0), "x", dvalues.extent(1)));
-    detail::tch::guarded(call, [&] { st->graph.backward(detail::tch::tensor_from(dvalues, this->dev_)); });
+    const auto st = std::move(h.state_);
+    detail::tch::guarded(call, [&] { st->graph.backward(detail::tch::tensor_from(dvalues, st->graph.device())); });
   }
 
  private:
-  std::shared_ptr<typename forward_handle::state> run(const token_batch& batch, std::string_view call) {
-    const auto ids = this->ids_of(batch, call, 0);
+  std::unique_ptr<typename forward_handle::state> run(const token_batch& batch, std::string_view call) {
+    const auto ids = this->device_ids(batch, call, this->o_.vocab);
+    this->set_mode();
     auto v = detail::tch::call_forward(this->m_, ids, call);
     const std::int64_t B = ids.size(0), T = ids.size(1);
     if (v.dim() == 3 && v.size(2) == 1) v = v.squeeze(2);
@@ -701,13 +791,17 @@ class torch_scalar_model : public detail::tch::torch_model_base<Module> {
                                          detail::concat("a rank-", v.dim(), " output of shape ", c10::str(v.sizes())));
     if (!at::isFloatingType(v.scalar_type()))
       detail::fail_argument<dtype_error>(call, "module", "floating-point values", c10::toString(v.scalar_type()));
-    auto st = std::make_shared<typename forward_handle::state>();
-    auto mask = at::empty({B, T}, at::kFloat);
+    auto st = std::make_unique<typename forward_handle::state>();
+    auto mask = at::empty({B, T}, at::kBool);
+    bool* mp = mask.data_ptr<bool>();
     for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t t = 0; t < T; ++t) mask.data_ptr<float>()[b * T + t] = batch.mask(b, t) ? 1.0f : 0.0f;
-    st->mask = this->dev_.is_cpu() ? mask : mask.to(this->dev_);
-    st->graph = v.to(at::kFloat) * st->mask;
-    st->host = detail::tch::host_float(st->graph);
+      for (std::int64_t t = 0; t < T; ++t) mp[b * T + t] = batch.mask(b, t) != 0;
+    detail::tch::guarded(call, [&] {
+      st->mask = v.device().is_cpu() ? mask : mask.to(v.device());
+      const auto vf = v.to(at::kFloat);
+      st->graph = at::where(st->mask, vf, at::zeros_like(vf));
+      st->host = detail::tch::host_float(st->graph);
+    });
     return st;
   }
 };

@@ -14,8 +14,9 @@
 // from a view is valid while the viewed memory is. Bad input is a cai exception naming `arg`: an undefined or sparse
 // tensor (cai::invalid_argument), a dtype cai has no element type for (cai::dtype_error), a rank other than R
 // (cai::shape_error), a device that is neither CPU nor CUDA — e.g. "meta" — or the wrong one for Space
-// (cai::memory_space_error), a writable view of a read-only tensor (cai::invalid_argument); DLPack vector lanes,
-// complex types or unknown devices likewise.
+// (cai::memory_space_error); DLPack vector lanes, complex types, unknown devices or a byte_offset that is not a
+// multiple of the element size likewise; to_dlpack refuses read-only (const) views, since a consumer may write.
+// Device indices: torch_tensor and to_dlpack label device memory with the index they are given (default 0).
 //
 //   at::Tensor logits = model->forward(ids);                                  // (B, T, V) float on the CPU
 //   auto v = cai::torch_view<const float, 3>(logits, "my_call", "logits");    // same memory, checked
@@ -154,6 +155,9 @@ inline any_view dlpack_view(const DLTensor& dl, std::string_view call = "cai::dl
     if (v.strides[d] < 0) detail::fail_argument<layout_error>(call, arg, "non-negative strides", v.strides[d]);
     s *= v.extents[d];
   }
+  if (dl.byte_offset % size_of(v.type) != 0)
+    detail::fail_argument<layout_error>(call, arg, detail::concat("a byte_offset that is a multiple of ", size_of(v.type)),
+                                        dl.byte_offset);
   v.data = dl.data ? static_cast<char*>(dl.data) + dl.byte_offset : nullptr;
   return v;
 }
