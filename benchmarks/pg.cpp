@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.hpp"
 #include <cai/algorithms/gae.hpp>
 #include <cai/algorithms/ppo.hpp>
 #include <cai/core/host.hpp>
@@ -23,16 +24,8 @@
 namespace {
 
 template <class F>
-double median_ms(F&& f, int reps = 7) {
-  f();
-  std::vector<double> ts;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    ts.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(ts.begin(), ts.end());
-  return ts[ts.size() / 2];
+double median_ms(F&& f) {
+  return cai_bench::median_ms(std::forward<F>(f), 7);
 }
 
 /// Streams `reads` arrays and writes `writes` arrays of n floats: the traffic floor of an elementwise pass.

@@ -21,19 +21,15 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <unistd.h>
 
+#include "bench_common.hpp"
 #include <cai/algorithms/logprobs.hpp>
 #include <cai/torch/policy.hpp>
 
-#ifndef CAI_BENCH_FLAGS
-#define CAI_BENCH_FLAGS "unknown (built outside CMake)"
-#endif
-#ifndef CAI_BENCH_GIT
-#define CAI_BENCH_GIT "unknown"
-#endif
 #ifndef CAI_BENCH_PYTHON
 #define CAI_BENCH_PYTHON "/usr/bin/python3"
 #endif
@@ -43,18 +39,7 @@
 
 namespace {
 
-template <class F>
-double median_ms(F&& f, int reps = 5) {
-  f();
-  std::vector<double> ts;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    ts.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(ts.begin(), ts.end());
-  return ts[ts.size() / 2];
-}
+using cai_bench::median_ms;
 
 void logprobs_step(std::int64_t B, std::int64_t T, std::int64_t V, at::ScalarType dt, int threads) {
   torch::manual_seed(1);
@@ -153,8 +138,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "exporting the benchmark models failed: %s\n", cmd.c_str());
     return 1;
   }
-  const int all = at::get_num_threads();
-  for (const int threads : {all, 1}) {
+  // LibTorch may start with one intra-op thread (Debian's build reports 1 here): ask for every core explicitly.
+  const int all = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (const int threads : all > 1 ? std::vector<int>{all, 1} : std::vector<int>{1}) {
     at::set_num_threads(threads);
     for (const auto dt : {at::kFloat, at::kBFloat16}) logprobs_step(quick ? 2 : 8, 512, 32000, dt, threads);
     if (!quick) logprobs_step(4, 512, 128256, at::kBFloat16, threads);

@@ -15,30 +15,14 @@
 #include <cstdio>
 #include <vector>
 
+#include "bench_common.hpp"
 #include <cai/core/host.hpp>
 #include <cai/models/transformer.hpp>
 
-#ifndef CAI_BENCH_FLAGS
-#define CAI_BENCH_FLAGS "unknown (built outside CMake)"
-#endif
-#ifndef CAI_BENCH_GIT
-#define CAI_BENCH_GIT "unknown"
-#endif
 
 namespace {
 
-template <class F>
-double median_ms(F&& f, int reps = 5) {
-  f();
-  std::vector<double> ts;
-  for (int i = 0; i < reps; ++i) {
-    const auto t0 = std::chrono::steady_clock::now();
-    f();
-    ts.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  }
-  std::sort(ts.begin(), ts.end());
-  return ts[ts.size() / 2];
-}
+using cai_bench::median_ms;
 
 void emit(const char* bench, const cai::models::transformer_config& cfg, std::int64_t T, std::int64_t B, unsigned threads,
           double tokens, double ms) {

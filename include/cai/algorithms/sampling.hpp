@@ -38,6 +38,38 @@ inline void check_sampling_params(std::string_view call, const sampling_params& 
   if (!(sp.top_p > 0.0f && sp.top_p <= 1.0f)) detail::fail_argument(call, "top_p", "a value in (0, 1]", sp.top_p);
 }
 
+/// Starts the sample_batch of a sampling policy: (B, Tp + max_new_tokens) with each prompt row's real tokens moved to
+/// the front (mask 1, response 0, logp 0; the rest 0). Returns each row's prompt length, with max_seq > 0 checked
+/// (prompt length + max_new_tokens <= max_seq, else cai::invalid_argument naming "max_new_tokens"); a row without
+/// real tokens is cai::invalid_argument naming "prompts". The prompts' shapes must already be checked.
+inline std::vector<std::int64_t> start_samples(std::string_view call, const token_batch& prompts, std::int32_t max_new_tokens,
+                                               std::int64_t max_seq, sample_batch& out) {
+  const std::int64_t B = prompts.tokens.extent(0), Tp = prompts.tokens.extent(1), T = Tp + max_new_tokens;
+  out.batch = B;
+  out.length = T;
+  const auto n = static_cast<std::size_t>(B * T);
+  out.tokens.assign(n, 0);
+  out.mask.assign(n, 0);
+  out.response.assign(n, 0);
+  out.logp.assign(n, 0.0f);
+  std::vector<std::int64_t> lengths(static_cast<std::size_t>(B), 0);
+  for (std::int64_t b = 0; b < B; ++b) {
+    std::int64_t len = 0;
+    for (std::int64_t t = 0; t < Tp; ++t)
+      if (prompts.mask(b, t)) {
+        out.tokens[static_cast<std::size_t>(b * T + len)] = prompts.tokens(b, t);
+        out.mask[static_cast<std::size_t>(b * T + len)] = 1;
+        ++len;
+      }
+    if (len == 0) detail::fail_argument(call, "prompts", "at least one real token per row", detail::concat("an empty row ", b));
+    if (max_seq > 0 && len + max_new_tokens > max_seq)
+      detail::fail_argument(call, "max_new_tokens", detail::concat("prompt length + max_new_tokens <= max_seq = ", max_seq),
+                            detail::concat(len, " + ", max_new_tokens, " in row ", b));
+    lengths[static_cast<std::size_t>(b)] = len;
+  }
+  return lengths;
+}
+
 /// Draws one token from softmax(z) restricted by top-k / top-p; see the header comment.
 inline std::pair<std::int32_t, float> draw_token(std::span<const float> z, const sampling_params& sp, rng_stream& r) {
   const auto V = static_cast<std::int64_t>(z.size());

@@ -125,25 +125,13 @@ class bigram_lm {
     constexpr std::string_view call = "cai::models::bigram_lm::sample";
     check_sampling_params(call, sp);
     check_batch(prompts, call);
-    const std::int64_t B = prompts.tokens.extent(0), Tp = prompts.tokens.extent(1);
-    const std::int64_t T = Tp + sp.max_new_tokens;
+    const std::int64_t B = prompts.tokens.extent(0);
     sample_batch out;
-    out.batch = B;
-    out.length = T;
-    out.tokens.assign(static_cast<std::size_t>(B * T), 0);
-    out.mask.assign(static_cast<std::size_t>(B * T), 0);
-    out.response.assign(static_cast<std::size_t>(B * T), 0);
-    out.logp.assign(static_cast<std::size_t>(B * T), 0.0f);
+    const auto lengths = start_samples(call, prompts, sp.max_new_tokens, 0, out);
+    const std::int64_t T = out.length;
     std::vector<float> z(static_cast<std::size_t>(vocab_));
     for (std::int64_t b = 0; b < B; ++b) {
-      std::int64_t len = 0;
-      for (std::int64_t t = 0; t < Tp; ++t)
-        if (prompts.mask(b, t)) {
-          out.tokens[static_cast<std::size_t>(b * T + len)] = prompts.tokens(b, t);
-          out.mask[static_cast<std::size_t>(b * T + len)] = 1;
-          ++len;
-        }
-      if (len == 0) detail::fail_argument(call, "prompts", "at least one real token per row", detail::concat("an empty row ", b));
+      std::int64_t len = lengths[static_cast<std::size_t>(b)];
       rng_stream r(derive_seed(sp.seed, static_cast<std::uint64_t>(b)), 0);
       for (std::int32_t k = 0; k < sp.max_new_tokens; ++k) {
         const std::int32_t prev = out.tokens[static_cast<std::size_t>(b * T + len - 1)];
@@ -163,16 +151,7 @@ class bigram_lm {
   }
 
  private:
-  void check_batch(const token_batch& batch, std::string_view call) const {
-    if (batch.mask.extents() != batch.tokens.extents())
-      detail::fail_argument<shape_error>(call, "batch.mask", "the shape of batch.tokens",
-                                         detail::concat(batch.mask.extent(0), "x", batch.mask.extent(1)));
-    for (std::int64_t b = 0; b < batch.tokens.extent(0); ++b)
-      for (std::int64_t t = 0; t < batch.tokens.extent(1); ++t)
-        if (batch.mask(b, t) && (batch.tokens(b, t) < 0 || batch.tokens(b, t) >= vocab_))
-          detail::fail_argument(call, "batch.tokens", detail::concat("ids in [0, ", vocab_, ")"),
-                                detail::concat(batch.tokens(b, t), " at ", b, ",", t));
-  }
+  void check_batch(const token_batch& batch, std::string_view call) const { check_token_batch(call, batch, vocab_); }
 
   std::shared_ptr<typename forward_handle::state> run_forward(const token_batch& batch, const forward_request& req) const {
     check_batch(batch, "cai::models::bigram_lm::forward");

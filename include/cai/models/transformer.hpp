@@ -342,22 +342,7 @@ inline void validate_options(const transformer_options& o, std::string_view call
 
 /// Real tokens must be vocabulary ids and lie below max_seq; mask and loss_mask must have the tokens' shape.
 inline void check_batch(const transformer_config& cfg, const token_batch& batch, std::string_view call) {
-  if (batch.mask.extents() != batch.tokens.extents())
-    detail::fail_argument<shape_error>(call, "batch.mask", "the shape of batch.tokens",
-                                       detail::concat(batch.mask.extent(0), "x", batch.mask.extent(1)));
-  if (!batch.loss_mask.empty() && batch.loss_mask.extents() != batch.tokens.extents())
-    detail::fail_argument<shape_error>(call, "batch.loss_mask", "the shape of batch.tokens",
-                                       detail::concat(batch.loss_mask.extent(0), "x", batch.loss_mask.extent(1)));
-  for (std::int64_t b = 0; b < batch.tokens.extent(0); ++b)
-    for (std::int64_t t = 0; t < batch.tokens.extent(1); ++t)
-      if (batch.mask(b, t)) {
-        if (batch.tokens(b, t) < 0 || batch.tokens(b, t) >= cfg.vocab)
-          detail::fail_argument(call, "batch.tokens", detail::concat("ids in [0, ", cfg.vocab, ")"),
-                                detail::concat(batch.tokens(b, t), " at ", b, ",", t));
-        if (t >= cfg.max_seq)
-          detail::fail_argument(call, "batch.tokens", detail::concat("rows of at most max_seq = ", cfg.max_seq, " tokens"),
-                                detail::concat("a real token at position ", t, " of row ", b));
-      }
+  check_token_batch(call, batch, cfg.vocab, cfg.max_seq);
 }
 
 /// A model's parameters, gradients and AdamW moments (one flat array each, sliced by `table`), with the shared
@@ -858,28 +843,10 @@ class transformer_lm {
     constexpr std::string_view call = "cai::models::transformer_lm::sample";
     check_sampling_params(call, sp);
     tf_detail::check_batch(cfg_, prompts, call);
-    const std::int64_t B = prompts.tokens.extent(0), Tp = prompts.tokens.extent(1);
-    const std::int64_t T = Tp + sp.max_new_tokens;
+    const std::int64_t B = prompts.tokens.extent(0);
     sample_batch out;
-    out.batch = B;
-    out.length = T;
-    out.tokens.assign(static_cast<std::size_t>(B * T), 0);
-    out.mask.assign(static_cast<std::size_t>(B * T), 0);
-    out.response.assign(static_cast<std::size_t>(B * T), 0);
-    out.logp.assign(static_cast<std::size_t>(B * T), 0.0f);
-    for (std::int64_t b = 0; b < B; ++b) {
-      std::int64_t len = 0;
-      for (std::int64_t t = 0; t < Tp; ++t)
-        if (prompts.mask(b, t)) {
-          out.tokens[b * T + len] = prompts.tokens(b, t);
-          out.mask[b * T + len] = 1;
-          ++len;
-        }
-      if (len == 0) detail::fail_argument(call, "prompts", "at least one real token per row", detail::concat("an empty row ", b));
-      if (len + sp.max_new_tokens > cfg_.max_seq)
-        detail::fail_argument(call, "max_new_tokens", detail::concat("prompt length + max_new_tokens <= max_seq = ", cfg_.max_seq),
-                              detail::concat(len, " + ", sp.max_new_tokens, " in row ", b));
-    }
+    start_samples(call, prompts, sp.max_new_tokens, cfg_.max_seq, out);
+    const std::int64_t T = out.length;
     parallel_for(backend_, B, 1, [&](std::int64_t lo, std::int64_t hi) {
       for (std::int64_t b = lo; b < hi; ++b) sample_row(out, b, T, sp, eos_id);
     });

@@ -325,28 +325,13 @@ class torch_model_base {
   /// ids (B, T) int64 on the CPU: the batch's tokens, pad_id where the mask is 0, every shape and id checked (vocab
   /// 0: unknown, ids need only be >= 0).
   at::Tensor ids_of(const token_batch& batch, std::string_view call, std::int64_t vocab) const {
+    check_token_batch(call, batch, vocab, o_.max_seq);
     const std::int64_t B = batch.tokens.extent(0), T = batch.tokens.extent(1);
-    if (batch.mask.extents() != batch.tokens.extents())
-      detail::fail_argument<shape_error>(call, "batch.mask", "the shape of batch.tokens",
-                                         detail::concat(batch.mask.extent(0), "x", batch.mask.extent(1)));
-    if (!batch.loss_mask.empty() && batch.loss_mask.extents() != batch.tokens.extents())
-      detail::fail_argument<shape_error>(call, "batch.loss_mask", "the shape of batch.tokens",
-                                         detail::concat(batch.loss_mask.extent(0), "x", batch.loss_mask.extent(1)));
     if (B == 0 || T == 0) detail::fail_argument<shape_error>(call, "batch.tokens", "at least one row and one position", detail::concat(B, "x", T));
     auto ids = at::empty({B, T}, at::kLong);
-    auto* p = ids.data_ptr<std::int64_t>();
+    std::int64_t* p = ids.data_ptr<std::int64_t>();
     for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t t = 0; t < T; ++t) {
-        const bool real = batch.mask(b, t) != 0;
-        const std::int64_t id = real ? batch.tokens(b, t) : o_.pad_id;
-        if (real && (id < 0 || (vocab > 0 && id >= vocab)))
-          detail::fail_argument(call, "batch.tokens", vocab > 0 ? detail::concat("ids in [0, ", vocab, ")") : std::string("ids >= 0"),
-                                detail::concat(id, " at (", b, ", ", t, ")"));
-        if (real && o_.max_seq > 0 && t >= o_.max_seq)
-          detail::fail_argument(call, "batch.tokens", detail::concat("real tokens at positions < options.max_seq = ", o_.max_seq),
-                                detail::concat("a token at (", b, ", ", t, ")"));
-        p[b * T + t] = id;
-      }
+      for (std::int64_t t = 0; t < T; ++t) p[b * T + t] = batch.mask(b, t) ? batch.tokens(b, t) : o_.pad_id;
     return ids;
   }
 
@@ -362,6 +347,40 @@ class torch_model_base {
   std::string call_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<::torch::optim::Optimizer> opt_;
+};
+
+/// The forward handles' common part: the state of one forward, owned once (move-only: a copy could be backwarded
+/// twice), and a checked access that names "handle" when it is empty or moved from.
+template <class State>
+class move_only_handle {
+ public:
+  move_only_handle() = default;
+  move_only_handle(move_only_handle&&) noexcept = default;
+  move_only_handle& operator=(move_only_handle&&) noexcept = default;
+  move_only_handle(const move_only_handle&) = delete;
+  move_only_handle& operator=(const move_only_handle&) = delete;
+
+ protected:
+  const State& live(std::string_view call) const {
+    if (!state_) detail::fail_argument(call, "handle", "a live forward handle", "an empty or moved-from handle");
+    return *state_;
+  }
+  std::unique_ptr<State> state_;
+};
+
+/// What torch_lm::train_forward keeps.
+struct lm_forward_state {
+  at::Tensor logits;                     // (B, T, V) with its graph (cai_host path)
+  at::Tensor logp_graph, entropy_graph;  // (B, T) with their graphs (torch_ops path)
+  at::Tensor logp, entropy;              // (B, T) host float
+  at::Tensor tokens, mask, saved;        // host int32 / uint8 / float (B, T, 3) (cai_host path)
+  float temperature = 1.0f;
+  bool cai_path = true;
+};
+
+/// What torch_scalar_model::train_forward keeps: values with their graph, their host copy, the bool mask.
+struct scalar_forward_state {
+  at::Tensor graph, host, mask;
 };
 
 /// Host copies of a (B, T) float tensor, as cai views want them.
@@ -385,37 +404,19 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
 
  public:
   /// What train_forward computed: per-token outputs on the host and the autograd graph behind them. Move-only.
-  class forward_handle {
+  class forward_handle : public detail::tch::move_only_handle<detail::tch::lm_forward_state> {
    public:
-    forward_handle() = default;
-    forward_handle(forward_handle&&) noexcept = default;
-    forward_handle& operator=(forward_handle&&) noexcept = default;
-    forward_handle(const forward_handle&) = delete;  // two copies could be backwarded twice
-    forward_handle& operator=(const forward_handle&) = delete;
-
-    tensor_view<const float, 2> logp() const { return torch_view<const float, 2>(live().logp, call, "logp"); }
+    tensor_view<const float, 2> logp() const { return torch_view<const float, 2>(this->live(call).logp, call, "logp"); }
     /// Empty (0 x 0) when the forward did not request entropy.
     tensor_view<const float, 2> entropy() const {
-      if (!live().entropy.defined()) return tensor_view<const float, 2>(nullptr, {0, 0});
-      return torch_view<const float, 2>(state_->entropy, call, "entropy");
+      const auto& st = this->live(call);
+      if (!st.entropy.defined()) return tensor_view<const float, 2>(nullptr, {0, 0});
+      return torch_view<const float, 2>(st.entropy, call, "entropy");
     }
 
    private:
     friend class torch_lm;
     static constexpr std::string_view call = "cai::torch_lm::forward_handle";
-    struct state {
-      at::Tensor logits;                     // (B, T, V) with its graph (cai_host path)
-      at::Tensor logp_graph, entropy_graph;  // (B, T) with their graphs (torch_ops path)
-      at::Tensor logp, entropy;              // (B, T) host float
-      at::Tensor tokens, mask, saved;        // host int32 / uint8 / float (B, T, 3) (cai_host path)
-      float temperature = 1.0f;
-      bool cai_path = true;
-    };
-    const state& live() const {
-      if (!state_) detail::fail_argument(call, "handle", "a live forward handle", "an empty or moved-from handle");
-      return *state_;
-    }
-    std::unique_ptr<state> state_;
   };
 
   explicit torch_lm(Module module, torch_model_options options = {})
@@ -469,7 +470,7 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
   /// arguments are checked before the handle is consumed.
   void backward(forward_handle&& h, const per_token_grads& g) {
     constexpr std::string_view call = "cai::torch_lm::backward";
-    const auto& live = h.live();
+    const auto& live = h.live(call);
     const std::int64_t B = live.logp.size(0), T = live.logp.size(1);
     const std::array<std::int64_t, 2> bt{B, T};
     if (g.dlogp.extents() != bt)
@@ -516,32 +517,12 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
   sample_batch sample(const token_batch& prompts, const sampling_params& sp, std::int32_t eos_id = -1) {
     constexpr std::string_view call = "cai::torch_lm::sample";
     check_sampling_params(call, sp);
-    (void)this->ids_of(prompts, call, vocab_);  // checks the shapes and the ids
-    const std::int64_t B = prompts.tokens.extent(0), Tp = prompts.tokens.extent(1);
-    const std::int64_t T = Tp + sp.max_new_tokens;
+    check_token_batch(call, prompts, vocab_);
     sample_batch out;
-    out.batch = B;
-    out.length = T;
-    const auto n = static_cast<std::size_t>(B * T);
-    out.tokens.assign(n, 0);
-    out.mask.assign(n, 0);
-    out.response.assign(n, 0);
-    out.logp.assign(n, 0.0f);
+    const auto lengths = start_samples(call, prompts, sp.max_new_tokens, this->o_.max_seq, out);
+    const std::int64_t T = out.length;
     std::map<std::int64_t, std::vector<std::int64_t>> groups;  // prompt length -> rows
-    for (std::int64_t b = 0; b < B; ++b) {
-      std::int64_t len = 0;
-      for (std::int64_t t = 0; t < Tp; ++t)
-        if (prompts.mask(b, t)) {
-          out.tokens[static_cast<std::size_t>(b * T + len)] = prompts.tokens(b, t);
-          out.mask[static_cast<std::size_t>(b * T + len)] = 1;
-          ++len;
-        }
-      if (len == 0) detail::fail_argument(call, "prompts", "at least one real token per row", detail::concat("an empty row ", b));
-      if (this->o_.max_seq > 0 && len + sp.max_new_tokens > this->o_.max_seq)
-        detail::fail_argument(call, "max_new_tokens", detail::concat("prompt length + max_new_tokens <= options.max_seq = ", this->o_.max_seq),
-                              detail::concat(len, " + ", sp.max_new_tokens, " in row ", b));
-      groups[len].push_back(b);
-    }
+    for (std::size_t b = 0; b < lengths.size(); ++b) groups[lengths[b]].push_back(static_cast<std::int64_t>(b));
     if (sp.max_new_tokens == 0) return out;
     ::torch::NoGradGuard ng;
     this->set_mode();
@@ -579,10 +560,10 @@ class torch_lm : public detail::tch::torch_model_base<Module> {
       detail::fail_argument<dtype_error>(call, "module", "floating-point logits", c10::toString(logits.scalar_type()));
   }
 
-  std::unique_ptr<typename forward_handle::state> run(const token_batch& batch, const forward_request& req, std::string_view call) {
+  std::unique_ptr<detail::tch::lm_forward_state> run(const token_batch& batch, const forward_request& req, std::string_view call) {
     if (!(req.temperature > 0.0f) || !std::isfinite(req.temperature))
       detail::fail_argument(call, "temperature", "a finite value > 0", req.temperature);
-    auto st = std::make_unique<typename forward_handle::state>();
+    auto st = std::make_unique<detail::tch::lm_forward_state>();
     st->temperature = req.temperature;
     auto logits = forward_logits(batch, call);
     const std::int64_t B = logits.size(0), T = logits.size(1);
@@ -724,26 +705,13 @@ class torch_scalar_model : public detail::tch::torch_model_base<Module> {
 
  public:
   /// What train_forward computed: the values on the host and the autograd graph behind them. Move-only.
-  class forward_handle {
+  class forward_handle : public detail::tch::move_only_handle<detail::tch::scalar_forward_state> {
    public:
-    forward_handle() = default;
-    forward_handle(forward_handle&&) noexcept = default;
-    forward_handle& operator=(forward_handle&&) noexcept = default;
-    forward_handle(const forward_handle&) = delete;
-    forward_handle& operator=(const forward_handle&) = delete;
-
-    tensor_view<const float, 2> values() const {
-      constexpr std::string_view call = "cai::torch_scalar_model::forward_handle";
-      if (!state_) detail::fail_argument(call, "handle", "a live forward handle", "an empty or moved-from handle");
-      return torch_view<const float, 2>(state_->host, call, "values");
-    }
+    tensor_view<const float, 2> values() const { return torch_view<const float, 2>(this->live(call).host, call, "values"); }
 
    private:
     friend class torch_scalar_model;
-    struct state {
-      at::Tensor graph, host, mask;  // (B, T): values with their graph, host copy, bool mask on the values' device
-    };
-    std::unique_ptr<state> state_;
+    static constexpr std::string_view call = "cai::torch_scalar_model::forward_handle";
   };
 
   explicit torch_scalar_model(Module module, torch_model_options options = {})
@@ -770,8 +738,7 @@ class torch_scalar_model : public detail::tch::torch_model_base<Module> {
   /// checked before the handle is consumed.
   void backward(forward_handle&& h, tensor_view<const float, 2> dvalues) {
     constexpr std::string_view call = "cai::torch_scalar_model::backward";
-    if (!h.state_) detail::fail_argument(call, "handle", "a live forward handle", "an empty or moved-from handle");
-    const std::array<std::int64_t, 2> bt{h.state_->host.size(0), h.state_->host.size(1)};
+    const std::array<std::int64_t, 2> bt{h.live(call).host.size(0), h.live(call).host.size(1)};
     if (dvalues.extents() != bt)
       detail::fail_argument<shape_error>(call, "dvalues", detail::concat(bt[0], "x", bt[1]),
                                          detail::concat(dvalues.extent(0), "x", dvalues.extent(1)));
@@ -780,7 +747,7 @@ class torch_scalar_model : public detail::tch::torch_model_base<Module> {
   }
 
  private:
-  std::unique_ptr<typename forward_handle::state> run(const token_batch& batch, std::string_view call) {
+  std::unique_ptr<detail::tch::scalar_forward_state> run(const token_batch& batch, std::string_view call) {
     const auto ids = this->device_ids(batch, call, this->o_.vocab);
     this->set_mode();
     auto v = detail::tch::call_forward(this->m_, ids, call);
@@ -791,7 +758,7 @@ class torch_scalar_model : public detail::tch::torch_model_base<Module> {
                                          detail::concat("a rank-", v.dim(), " output of shape ", c10::str(v.sizes())));
     if (!at::isFloatingType(v.scalar_type()))
       detail::fail_argument<dtype_error>(call, "module", "floating-point values", c10::toString(v.scalar_type()));
-    auto st = std::make_unique<typename forward_handle::state>();
+    auto st = std::make_unique<detail::tch::scalar_forward_state>();
     auto mask = at::empty({B, T}, at::kBool);
     bool* mp = mask.data_ptr<bool>();
     for (std::int64_t b = 0; b < B; ++b)
