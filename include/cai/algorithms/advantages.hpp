@@ -147,10 +147,12 @@ struct group_stats {
   double mean = 0.0, std = 0.0, sum = 0.0;
 };
 
-inline group_stats group_stats_of(const double* s, std::int64_t g) noexcept {
+/// Statistics of the scored (non-NaN) values of s[0, g): count, mean, std (Bessel), sum.
+CAI_HD inline group_stats group_stats_of(const double* s, std::int64_t g) noexcept {
+  using std::sqrt;
   group_stats st;
   for (std::int64_t i = 0; i < g; ++i)
-    if (!std::isnan(s[i])) {
+    if (s[i] == s[i]) {  // not NaN
       st.sum += s[i];
       ++st.n;
     }
@@ -158,9 +160,35 @@ inline group_stats group_stats_of(const double* s, std::int64_t g) noexcept {
   st.mean = st.sum / static_cast<double>(st.n);
   double m2 = 0.0;
   for (std::int64_t i = 0; i < g; ++i)
-    if (!std::isnan(s[i])) m2 += (s[i] - st.mean) * (s[i] - st.mean);
-  st.std = st.n > 1 ? std::sqrt(m2 / static_cast<double>(st.n - 1)) : 0.0;
+    if (s[i] == s[i]) m2 += (s[i] - st.mean) * (s[i] - st.mean);
+  st.std = st.n > 1 ? sqrt(m2 / static_cast<double>(st.n - 1)) : 0.0;
   return st;
+}
+
+/// The estimators whose per-sample advantage depends on the sample and its group's statistics only.
+template <class E>
+concept group_estimator = std::same_as<E, adv::grpo> || std::same_as<E, adv::dr_grpo> || std::same_as<E, adv::rloo> ||
+                          std::same_as<E, adv::reinforce_pp_baseline> || std::same_as<E, adv::gpg>;
+
+/// Advantage of a scored sample x in a group with statistics st (the formulas of the header comment, written once
+/// for the host loop below and the device path of kernels/batched.hpp). batch_std: grpo with scale::batch; alpha:
+/// gpg's B / max(#nonzero scores, 1).
+template <group_estimator E>
+CAI_HD double group_advantage(const E& est, double x, const group_stats& st, double batch_std, double alpha) noexcept {
+  const double mean = st.n == 1 ? 0.0 : st.mean;  // verl's singleton rule: mean 0, std 1
+  if constexpr (std::same_as<E, adv::grpo>) {
+    const double sd = est.std_scale == adv::scale::group   ? (st.n == 1 ? 1.0 : st.std)
+                      : est.std_scale == adv::scale::batch ? batch_std
+                                                           : 1.0;
+    const double centred = x - mean;
+    return est.std_scale == adv::scale::none ? centred : centred / (sd + est.eps);
+  } else if constexpr (std::same_as<E, adv::dr_grpo> || std::same_as<E, adv::reinforce_pp_baseline>) {
+    return x - mean;
+  } else if constexpr (std::same_as<E, adv::rloo>) {
+    return st.n >= 2 ? x - (st.sum - x) / static_cast<double>(st.n - 1) : x;
+  } else {
+    return alpha * (x - mean) / est.f_norm;
+  }
 }
 
 template <class R>
@@ -285,20 +313,12 @@ advantage_summary advantages(const B& b, const E& est, const advantage_problem<R
         for (std::int64_t i = 0; i < G; ++i) flat &= std::isnan(sg[i]) || sg[i] == st.mean;
         sum.flat_groups += flat;
       }
-      const double mean = st.n == 1 ? 0.0 : st.mean;  // verl's singleton rule: mean 0, std 1
+      const double alpha = static_cast<double>(L.rows) / static_cast<double>(nonzero > 0 ? nonzero : 1);
       for (std::int64_t i = 0; i < G; ++i) {
         const double x = sg[i];
         if (std::isnan(x)) continue;
-        if constexpr (std::same_as<E, adv::grpo>) {
-          const double sd = est.std_scale == adv::scale::group ? (st.n == 1 ? 1.0 : st.std)
-                            : est.std_scale == adv::scale::batch ? batch_std
-                                                                  : 1.0;
-          const double centred = x - mean;
-          ag[i] = est.std_scale == adv::scale::none ? centred : centred / (sd + est.eps);
-        } else if constexpr (std::same_as<E, adv::dr_grpo> || std::same_as<E, adv::reinforce_pp_baseline>) {
-          ag[i] = x - mean;
-        } else if constexpr (std::same_as<E, adv::rloo>) {
-          ag[i] = st.n >= 2 ? x - (st.sum - x) / static_cast<double>(st.n - 1) : x;
+        if constexpr (detail::group_estimator<E>) {
+          ag[i] = detail::group_advantage(est, x, st, batch_std, alpha);
         } else if constexpr (std::same_as<E, adv::opo>) {
           double num = 0.0, den = 0.0;
           if (st.n >= 2)
@@ -309,9 +329,6 @@ advantage_summary advantages(const B& b, const E& est, const advantage_problem<R
                 den += len;
               }
           ag[i] = x - (den > 0.0 ? num / den : 0.0);
-        } else if constexpr (std::same_as<E, adv::gpg>) {
-          const double alpha = static_cast<double>(L.rows) / static_cast<double>(nonzero > 0 ? nonzero : 1);
-          ag[i] = alpha * (x - mean) / est.f_norm;
         }
       }
     }

@@ -21,6 +21,8 @@
 #include <string_view>
 #include <type_traits>
 
+#include "../core/config.hpp"
+
 namespace cai::agg {
 
 struct token_mean {
@@ -57,24 +59,24 @@ struct totals {
 };
 
 namespace detail {
-inline double inv_or_zero(double x) noexcept { return x > 0.0 ? 1.0 / x : 0.0; }
-inline double pick(double global, double local) noexcept { return global > 0.0 ? global : local; }
+CAI_HD inline double inv_or_zero(double x) noexcept { return x > 0.0 ? 1.0 / x : 0.0; }
+CAI_HD inline double pick(double global, double local) noexcept { return global > 0.0 ? global : local; }
 }  // namespace detail
 
 /// Weight of every counted token of a row with n counted tokens.
-inline double row_weight(const token_mean& a, std::int64_t n, const totals& t) noexcept {
+CAI_HD inline double row_weight(const token_mean& a, std::int64_t n, const totals& t) noexcept {
   return n > 0 ? detail::inv_or_zero(detail::pick(a.global_tokens, t.tokens)) : 0.0;
 }
-inline double row_weight(const seq_mean_token_sum& a, std::int64_t n, const totals& t) noexcept {
+CAI_HD inline double row_weight(const seq_mean_token_sum& a, std::int64_t n, const totals& t) noexcept {
   return n > 0 ? detail::inv_or_zero(detail::pick(a.global_seqs, t.sequences)) : 0.0;
 }
-inline double row_weight(const seq_mean_token_mean& a, std::int64_t n, const totals& t) noexcept {
+CAI_HD inline double row_weight(const seq_mean_token_mean& a, std::int64_t n, const totals& t) noexcept {
   return n > 0 ? detail::inv_or_zero(detail::pick(a.global_seqs, t.sequences) * static_cast<double>(n)) : 0.0;
 }
-inline double row_weight(const seq_mean_token_sum_norm& a, std::int64_t n, const totals& t) noexcept {
+CAI_HD inline double row_weight(const seq_mean_token_sum_norm& a, std::int64_t n, const totals& t) noexcept {
   return n > 0 ? detail::inv_or_zero(detail::pick(a.global_seqs, t.sequences) * (a.norm > 0.0 ? a.norm : t.width)) : 0.0;
 }
-inline double row_weight(const any& a, std::int64_t n, const totals& t) noexcept {
+CAI_HD inline double row_weight(const any& a, std::int64_t n, const totals& t) noexcept {
   switch (a.m) {
     case any::mode::token_mean: return row_weight(token_mean{a.global}, n, t);
     case any::mode::seq_mean_token_sum: return row_weight(seq_mean_token_sum{a.global}, n, t);

@@ -4,7 +4,7 @@
 // chosen at compile time, in this order:
 //   1. a function NAME(backend, problem) found by argument-dependent lookup — a user's overload for their own
 //      backend type, which wins even when that type derives from a built-in backend;
-//   2. the backend's own member, backend.NAME(problem) (how cai::cuda plugs in its kernels);
+//   2. the backend's own member, backend.NAME(problem) (how cai::cuda plugs in its kernels, kernels/cuda_backend.cuh);
 //   3. the generic implementation cai::generic::NAME(backend, problem), written on the bulk primitive, so a
 //      threaded backend runs it in parallel;
 //   4. otherwise a static_assert that names the algorithm.
@@ -44,7 +44,7 @@ inline constexpr bool dependent_false_v = false;
       static_assert(::cai::dependent_false_v<B>,                                                                  \
                     "cai::" #NAME ": this backend has no implementation (no ADL overload " #NAME                  \
                     "(backend, problem), no member backend." #NAME "(problem), and it is not a bulk_backend). "   \
-                    "If it is cai::cuda, include <cai/kernels/" #NAME ".cuh> in a .cu file.");                    \
+                    "cai::cuda implements the algorithms of <cai/kernels/cuda_backend.cuh> (include it in a .cu file).");                    \
   }                                                                                                               \
   }
 

@@ -530,6 +530,20 @@ struct dpo_view {
   }
 };
 
+/// One pair's term of a per-pair loss l under divergence f, with k = member weight * pair weight and inv = 1 / n:
+/// loss = k l, and the gradients d(mean loss)/d rho_c, d rho_r (rho = policy - reference log-prob of a side).
+/// Written once for the host loop below and the device path (kernels/batched.hpp).
+struct pair_terms {
+  double loss, dc, dr;
+};
+template <class L, class F>
+CAI_HD pair_terms dpo_pair_terms(const L& l, const F& f, double k, double inv, double rc, double rr, double lc,
+                                 double lr) noexcept {
+  const fdiv::score fc = f(rc), fr = f(rr);
+  const dpo::pair_value pv = l(dpo::pair_point{fc.s, fr.s, rc, rr, lc, lr});
+  return {k * pv.loss, k * inv * (pv.dsc * fc.ds + pv.drc), k * inv * (pv.dsr * fr.ds + pv.drr)};
+}
+
 /// Adds weight * mean_i(W_i l_i) of one member to the total; returns its contribution.
 template <class L, class F, class R>
 double dpo_member(const L& l, const F& f, double weight, const dpo_view<R>& v, dpo_accum& acc) {
@@ -583,13 +597,10 @@ double dpo_member(const L& l, const F& f, double weight, const dpo_view<R>& v, d
     return weight * total * inv;
   } else {
     for (std::int64_t i = 0; i < n; ++i) {
-      const double rc = v.pc(i) - v.rc(i), rr = v.pr(i) - v.rr(i);
-      const fdiv::score fc = f(rc), fr = f(rr);
-      const dpo::pair_value pv = l(dpo::pair_point{fc.s, fr.s, rc, rr, v.lc(i), v.lr(i)});
-      const double k = weight * v.w(i);
-      total += k * pv.loss;
-      acc.losses[static_cast<std::size_t>(i)] += k * pv.loss;
-      acc.add_rho(static_cast<std::size_t>(i), k * inv * (pv.dsc * fc.ds + pv.drc), k * inv * (pv.dsr * fr.ds + pv.drr));
+      const pair_terms t = dpo_pair_terms(l, f, weight * v.w(i), inv, v.pc(i) - v.rc(i), v.pr(i) - v.rr(i), v.lc(i), v.lr(i));
+      total += t.loss;
+      acc.losses[static_cast<std::size_t>(i)] += t.loss;
+      acc.add_rho(static_cast<std::size_t>(i), t.dc, t.dr);
     }
     return total * inv;
   }
@@ -711,7 +722,9 @@ struct dpo_loss_fn {
       if (n > 0) check_pair_values(call, in.ref_chosen, in.ref_rejected, "ref_chosen", "ref_rejected");
     }
     if (lengths) {
-      for (const auto& [v, name] : {std::pair{in.chosen_lengths, "chosen_lengths"}, std::pair{in.rejected_lengths, "rejected_lengths"}}) {
+      const std::pair<decltype(in.chosen_lengths), const char*> lens[] = {{in.chosen_lengths, "chosen_lengths"},
+                                                                          {in.rejected_lengths, "rejected_lengths"}};
+      for (const auto& [v, name] : lens) {
         if (!v.data() && n > 0) fail_argument(call, name, "completion token counts (the loss is length-normalised)", "none");
         require_per_row(call, name, v, n);
         for (std::int64_t i = 0; i < n; ++i)

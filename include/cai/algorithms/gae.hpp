@@ -18,6 +18,9 @@
 // in double precision whatever the storage type; rows are independent, so results are identical on cai::host and
 // cai::threaded_host. Inputs at counted steps must be finite; gamma and lambda lie in [0, 1].
 //
+// On cai::cuda (device views) the same calls run the scans of kernels/gae.cuh; values are then checked on the device
+// and reported at the backend's next synchronize().
+//
 //   cai::gae(cai::host{}, rewards, values, mask, {.advantages = adv, .returns = ret}, {.gamma = 1.0, .lambda = 0.95});
 #pragma once
 
@@ -34,25 +37,39 @@
 
 namespace cai {
 
-template <class R>
+/// Outputs of cai::gae; S is the memory space of every view (device_space with the cai::cuda backend).
+template <class R, class S = host_space>
 struct gae_outputs {
-  tensor_view<R, 2> advantages{};
-  tensor_view<R, 2> returns{};
+  tensor_view<R, 2, S> advantages{};
+  tensor_view<R, 2, S> returns{};
 };
 
-template <class R>
+template <class R, class S = host_space>
 struct gae_options {
   double gamma = 1.0;
   double lambda = 0.95;
-  tensor_view<const R, 1> bootstrap_values{};     ///< (B) value after each row's last step (truncated rollouts)
-  tensor_view<const std::int64_t, 1> cu_seqlens{};  ///< packed layout offsets (B + 1); empty = padded
+  tensor_view<const R, 1, S> bootstrap_values{};     ///< (B) value after each row's last step (truncated rollouts)
+  tensor_view<const std::int64_t, 1, S> cu_seqlens{};  ///< packed layout offsets (B + 1); empty = padded
 };
 
-template <class R>
+template <class R, class S = host_space>
 struct returns_options {
   double gamma = 1.0;
-  tensor_view<const R, 1> bootstrap_values{};
-  tensor_view<const std::int64_t, 1> cu_seqlens{};
+  tensor_view<const R, 1, S> bootstrap_values{};
+  tensor_view<const std::int64_t, 1, S> cu_seqlens{};
+};
+
+/// The problem a device backend receives: shapes checked on the host; values (finite inputs, 0/1 masks, valid
+/// cu_seqlens) are checked by the kernels, which report to the backend's status block. rows = B.
+template <class R>
+struct device_gae_problem {
+  tensor_view<const R, 2, device_space> rewards, values;  // values empty: discounted returns
+  tensor_view<const std::uint8_t, 2, device_space> mask;
+  tensor_view<R, 2, device_space> advantages, returns;
+  tensor_view<const R, 1, device_space> bootstrap;
+  tensor_view<const std::int64_t, 1, device_space> cu_seqlens;
+  std::int64_t rows = 0;
+  double gamma = 1.0, lambda = 1.0;
 };
 
 template <class R>
@@ -173,34 +190,79 @@ gae_problem<R> make_gae_problem(std::string_view call, tensor_view<const R, 2> r
   return gae_problem<R>{rewards, values, mask, L, adv, ret, bootstrap, gamma, lambda};
 }
 
+/// The shape checks of the device path (values are checked by the kernels).
+template <class R>
+device_gae_problem<R> make_device_gae_problem(std::string_view call, tensor_view<const R, 2, device_space> rewards,
+                                              tensor_view<const R, 2, device_space> values,
+                                              tensor_view<const std::uint8_t, 2, device_space> mask,
+                                              tensor_view<R, 2, device_space> adv, tensor_view<R, 2, device_space> ret,
+                                              tensor_view<const R, 1, device_space> bootstrap,
+                                              tensor_view<const std::int64_t, 1, device_space> cu, double gamma,
+                                              double lambda) {
+  require_unit_interval(call, "gamma", gamma);
+  require_unit_interval(call, "lambda", lambda);
+  require_row_contiguous(call, "rewards", rewards);
+  std::int64_t rows = rewards.extent(0);
+  if (cu.data() != nullptr || !cu.empty()) {
+    if (rewards.extent(0) != 1)
+      fail_argument<shape_error>(call, "rewards", "a (1, N) view in the packed layout (cu_seqlens given)",
+                                 concat("(", rewards.extent(0), ", ", rewards.extent(1), ")"));
+    if (cu.extent(0) < 1) fail_argument<shape_error>(call, "cu_seqlens", "B + 1 >= 1 offsets", cu.extent(0));
+    if (cu.stride(0) != 1 && cu.extent(0) > 1)
+      fail_argument<layout_error>(call, "cu_seqlens", "a contiguous view", concat("stride ", cu.stride(0)));
+    rows = cu.extent(0) - 1;
+  }
+  if (values.data() || !values.empty()) require_like(call, "values", values, "rewards", rewards);
+  if (mask.data()) require_like(call, "mask", mask, "rewards", rewards);
+  if (adv.data()) require_like(call, "advantages", adv, "rewards", rewards);
+  if (ret.data()) require_like(call, "returns", ret, "rewards", rewards);
+  if (bootstrap.data()) require_per_row(call, "bootstrap_values", bootstrap, rows);
+  return device_gae_problem<R>{rewards, values, mask, adv, ret, bootstrap, cu, rows, gamma, lambda};
+}
+
+/// Host views get the host problem (every value checked up front); device views the device problem.
+template <class R, class S>
+auto make_any_gae_problem(std::string_view call, tensor_view<const R, 2, S> rewards, tensor_view<const R, 2, S> values,
+                          tensor_view<const std::uint8_t, 2, S> mask, tensor_view<R, 2, S> adv,
+                          tensor_view<R, 2, S> ret, tensor_view<const R, 1, S> bootstrap,
+                          tensor_view<const std::int64_t, 1, S> cu, double gamma, double lambda) {
+  if constexpr (std::is_same_v<S, host_space>)
+    return make_gae_problem<R>(call, rewards, values, mask, adv, ret, bootstrap, cu, gamma, lambda);
+  else
+    return make_device_gae_problem<R>(call, rewards, values, mask, adv, ret, bootstrap, cu, gamma, lambda);
+}
+
 struct gae_fn {
-  template <backend Bk, viewable X, viewable V, class M, class R = element_of_t<X>>
+  template <backend Bk, viewable X, viewable V, class M, class R = element_of_t<X>, class S = space_of_t<X>>
     requires token_real<R> && std::same_as<element_of_t<X>, R> && std::same_as<element_of_t<V>, R> &&
-             (rank_of_v<X> == 2) && (rank_of_v<V> == 2)
-  void operator()(const Bk& b, const X& rewards, const V& values, const M& mask, const gae_outputs<R>& out,
-                  const gae_options<R>& opt = {}) const {
+             (rank_of_v<X> == 2) && (rank_of_v<V> == 2) && std::same_as<space_of_t<V>, S> &&
+             std::same_as<backend_space_t<Bk>, S>
+  void operator()(const Bk& b, const X& rewards, const V& values, const M& mask, const gae_outputs<R, S>& out,
+                  const gae_options<R, S>& opt = {}) const {
     constexpr std::string_view call = "cai::gae";
     if (!out.advantages.data() && !out.returns.data())
       fail_argument(call, "out", "at least one of .advantages, .returns", "none");
     if (!as_const_view(values).data() && !as_const_view(rewards).empty())
       fail_argument(call, "values", "a view of the shape of 'rewards'", "none");
-    gae_cpo::dispatch(b, make_gae_problem<R>(call, as_const_view(rewards), as_const_view(values), token_mask_of(mask),
-                                             out.advantages, out.returns, opt.bootstrap_values, opt.cu_seqlens,
-                                             opt.gamma, opt.lambda));
+    gae_cpo::dispatch(b, make_any_gae_problem<R, S>(call, as_const_view(rewards), as_const_view(values),
+                                                    token_mask_of<M, S>(mask), out.advantages, out.returns,
+                                                    opt.bootstrap_values, opt.cu_seqlens, opt.gamma, opt.lambda));
   }
 };
 
 struct discounted_returns_fn {
-  template <backend Bk, viewable X, class M, class R = element_of_t<X>>
-    requires token_real<R> && std::same_as<element_of_t<X>, R> && (rank_of_v<X> == 2)
-  void operator()(const Bk& b, const X& rewards, const M& mask, tensor_view<R, 2> returns,
-                  const returns_options<R>& opt = {}) const {
+  template <backend Bk, viewable X, class M, class R = element_of_t<X>, class S = space_of_t<X>>
+    requires token_real<R> && std::same_as<element_of_t<X>, R> && (rank_of_v<X> == 2) &&
+             std::same_as<backend_space_t<Bk>, S>
+  void operator()(const Bk& b, const X& rewards, const M& mask, tensor_view<R, 2, S> returns,
+                  const returns_options<R, S>& opt = {}) const {
     constexpr std::string_view call = "cai::discounted_returns";
     // A missing output is an error unless there is nothing to write (the checks below skip a null view's shape).
     if (!returns.data() && !as_const_view(rewards).empty()) fail_argument(call, "returns", "an output view", "none");
-    discounted_returns_cpo::dispatch(b, make_gae_problem<R>(call, as_const_view(rewards), {}, token_mask_of(mask), {},
-                                                            returns, opt.bootstrap_values, opt.cu_seqlens, opt.gamma,
-                                                            1.0));
+    discounted_returns_cpo::dispatch(b, make_any_gae_problem<R, S>(call, as_const_view(rewards), {},
+                                                                   token_mask_of<M, S>(mask), {}, returns,
+                                                                   opt.bootstrap_values, opt.cu_seqlens, opt.gamma,
+                                                                   1.0));
   }
 };
 

@@ -392,7 +392,8 @@ moments full_kl(const B& b, const full_kl_problem<T>& p) {
         return acc;
       },
       [&](const state& a, const state& c) { return state{merge(a.m, c.m), first(a.bad_p, c.bad_p), first(a.bad_q, c.bad_q)}; });
-  for (const auto& [bad, name] : {std::pair{s.bad_p, "logits"}, std::pair{s.bad_q, "ref_logits"}})
+  const std::pair<std::int64_t, const char*> bad_rows[] = {{s.bad_p, "logits"}, {s.bad_q, "ref_logits"}};
+  for (const auto& [bad, name] : bad_rows)
     if (bad >= 0)
       detail::fail_argument("cai::full_kl", name, "finite values (and not all -inf) in every counted row",
                             p.shift == 1 ? detail::concat("NaN or inf at sequence ", bad / rows, ", position ", bad % rows)

@@ -75,6 +75,9 @@ struct logprob_grads {
 struct logprob_summary {
   std::int64_t scored_rows = 0;    ///< rows whose log-prob was computed
   std::int64_t nonfinite_rows = 0;  ///< scored rows whose logits held NaN or +inf (their outputs are NaN)
+  /// cai::cuda: the counts above are not known without a synchronisation; they accumulate on the device and
+  /// cai::cuda::synchronize() returns them (a cai::cuda_report). Both counts are 0 here then.
+  bool deferred = false;
 };
 
 /// The checked problem every implementation receives. Logits are (B, R, V) with stride 1 over V; the other
@@ -490,6 +493,34 @@ void check_values(std::string_view call, const tensor_view<const Idx, 2>& target
     }
 }
 
+/// The checks of cai::token_logprobs and the problem they build (shared with cai::cuda's fused PPO forward).
+template <viewable L, viewable Y, class M>
+  requires logit_element<element_of_t<L>> && token_index<element_of_t<Y>> && (rank_of_v<L> == 2 || rank_of_v<L> == 3) &&
+           (rank_of_v<Y> + 1 == rank_of_v<L>) && std::same_as<space_of_t<Y>, space_of_t<L>>
+auto make_logprob_problem(std::string_view call, const L& logits_in, const Y& targets_in, const M& mask_in,
+                          const logprob_outputs<rank_of_v<L> - 1, space_of_t<L>>& out, const logprob_options& opt) {
+  constexpr std::size_t R = rank_of_v<L>;
+  using S = space_of_t<L>;
+  const auto logits = as_const_view(logits_in);
+  const auto targets = as_const_view(targets_in);
+  const auto mask = mask_view<R - 1, S>(mask_in);
+  check_common(call, logits, opt.temperature);
+  check_same_lead(call, "targets", targets, logits);
+  if (!mask.empty() || mask.data()) check_same_lead(call, "mask", mask, logits);
+  const bool any_out = !out.logp.empty() || !out.entropy.empty() || !out.saved.empty();
+  if (!any_out && logits.size() != 0)
+    fail_argument(call, "out", "at least one of .logp, .entropy, .saved", "none");
+  if (!out.logp.empty()) check_same_lead(call, "out.logp", out.logp, logits);
+  if (!out.entropy.empty()) check_same_lead(call, "out.entropy", out.entropy, logits);
+  check_saved(call, out.saved, logits);
+  const std::int64_t shift = R == 3 ? 1 : 0;
+  if constexpr (std::is_same_v<S, host_space>)
+    check_values(call, as_rows2(targets), as_rows2(mask), shift, logits.extent(R - 1));
+  return logprob_problem<element_of_t<L>, element_of_t<Y>, S>{
+      as_rows3(logits), as_rows2(targets), as_rows2(mask), as_rows2(out.logp), as_rows2(out.entropy),
+      as_rows3(out.saved), shift, 1.0f / opt.temperature};
+}
+
 struct token_logprobs_fn {
   /// logits (N, V) with targets (N), or logits (B, T, V) with tokens (B, T) (causal); see the header comment.
   template <backend Bk, viewable L, viewable Y, class M>
@@ -499,28 +530,8 @@ struct token_logprobs_fn {
   logprob_summary operator()(const Bk& b, const L& logits_in, const Y& targets_in, const M& mask_in,
                              const logprob_outputs<rank_of_v<L> - 1, space_of_t<L>>& out,
                              const logprob_options& opt = {}) const {
-    constexpr std::string_view call = "cai::token_logprobs";
-    constexpr std::size_t R = rank_of_v<L>;
-    using S = space_of_t<L>;
-    const auto logits = as_const_view(logits_in);
-    const auto targets = as_const_view(targets_in);
-    const auto mask = mask_view<R - 1, S>(mask_in);
-    check_common(call, logits, opt.temperature);
-    check_same_lead(call, "targets", targets, logits);
-    if (!mask.empty() || mask.data()) check_same_lead(call, "mask", mask, logits);
-    const bool any_out = !out.logp.empty() || !out.entropy.empty() || !out.saved.empty();
-    if (!any_out && logits.size() != 0)
-      fail_argument(call, "out", "at least one of .logp, .entropy, .saved", "none");
-    if (!out.logp.empty()) check_same_lead(call, "out.logp", out.logp, logits);
-    if (!out.entropy.empty()) check_same_lead(call, "out.entropy", out.entropy, logits);
-    check_saved(call, out.saved, logits);
-    const std::int64_t shift = R == 3 ? 1 : 0;
-    if constexpr (std::is_same_v<S, host_space>)
-      check_values(call, as_rows2(targets), as_rows2(mask), shift, logits.extent(R - 1));
-    logprob_problem<element_of_t<L>, element_of_t<Y>, S> p{
-        as_rows3(logits), as_rows2(targets), as_rows2(mask), as_rows2(out.logp), as_rows2(out.entropy),
-        as_rows3(out.saved), shift, 1.0f / opt.temperature};
-    return token_logprobs_cpo::dispatch(b, p);
+    return token_logprobs_cpo::dispatch(
+        b, make_logprob_problem("cai::token_logprobs", logits_in, targets_in, mask_in, out, opt));
   }
 };
 

@@ -312,6 +312,22 @@ CAI_HD R clamp_sym(R x, R c) noexcept {
   return x < -c ? -c : (x > c ? c : x);
 }
 
+/// The token-level ratio of every surrogate but gspo: lr = clamp(x - o, +-c), r = e^lr, dr = dr/dx with torch.clamp's
+/// gradient convention (r on the closed interval, 0 outside). Shared by the host loop below and the CUDA epilogue of
+/// kernels/logprobs.cuh / the device path of kernels/batched.hpp.
+template <class R>
+struct ratio_point {
+  R lr, r, dr;
+};
+template <class R>
+CAI_HD ratio_point<R> token_ratio(R x, R o, R c) noexcept {
+  using std::exp;
+  const R d = x - o;
+  const R lr = clamp_sym(d, c);
+  const R r = exp(lr);
+  return {lr, r, (d >= -c && d <= c) ? r : R(0)};
+}
+
 /// The kernel for one concrete surrogate; the KL placement and the aggregation may be run-time types.
 template <class Clip, class ObjClip, class Kl, class Agg, class Est, class R>
 policy_loss_result policy_loss_rows(const auto& b, const ppo_objective<ObjClip, Kl, Agg, Est>& obj, const Clip& clip,
@@ -368,10 +384,10 @@ policy_loss_result policy_loss_rows(const auto& b, const ppo_objective<ObjClip, 
               r = std::exp(lr);
               dr = s <= cap ? r : R(0);
             } else {
-              const R d = x[t] - o[t];
-              lr = clamp_sym(d, lrc);
-              r = std::exp(lr);
-              dr = (d >= -lrc && d <= lrc) ? r : R(0);
+              const ratio_point<R> q = token_ratio(x[t], o[t], lrc);
+              lr = q.lr;
+              r = q.r;
+              dr = q.dr;
             }
             const pg::point<R> pt = pg::eval(clip, r, dr, A[t], x[t]);
             R wis = R(1);

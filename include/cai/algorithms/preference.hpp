@@ -61,14 +61,14 @@ struct pair_metrics {
 struct pair_metrics_sum {
   double c = 0.0, r = 0.0, m = 0.0, a = 0.0;
   std::int64_t n = 0;
-  void add(double chosen, double rejected) noexcept {
+  CAI_HD void add(double chosen, double rejected) noexcept {
     c += chosen;
     r += rejected;
     m += chosen - rejected;
     a += chosen > rejected ? 1.0 : 0.0;
     ++n;
   }
-  pair_metrics finish() const noexcept {
+  CAI_HD pair_metrics finish() const noexcept {
     if (n == 0) return {};
     const double k = static_cast<double>(n);
     return {n, c / k, r / k, m / k, a / k};
@@ -283,11 +283,14 @@ std::vector<token_slice> token_pair_slices(std::string_view call, const scored_t
   if (!cs.data() && !cs.empty()) fail_argument(call, "chosen.scores", "a (B,T) view", "none");
   require_row_contiguous(call, "chosen.scores", cs);
   require_like(call, "rejected.scores", r.scores, "chosen.scores", cs);
-  for (const auto& [v, name] : {std::pair{c.mask, "chosen.mask"}, std::pair{r.mask, "rejected.mask"}}) {
+  // Named arrays, not braced lists of std::pair: nvcc 13's front end rejects the latter in a range-for.
+  const std::pair<decltype(c.mask), const char*> masks[] = {{c.mask, "chosen.mask"}, {r.mask, "rejected.mask"}};
+  for (const auto& [v, name] : masks) {
     if (!v.data() && !cs.empty()) fail_argument(call, name, "the attention mask (B,T)", "none");
     require_like(call, name, v, "chosen.scores", cs);
   }
-  for (const auto& [v, name] : {std::pair{c.ids, "chosen.ids"}, std::pair{r.ids, "rejected.ids"}}) {
+  const std::pair<decltype(c.ids), const char*> ids[] = {{c.ids, "chosen.ids"}, {r.ids, "rejected.ids"}};
+  for (const auto& [v, name] : ids) {
     if (!v.data() && !cs.empty()) fail_argument(call, name, "the token ids (B,T)", "none");
     require_like(call, name, v, "chosen.scores", cs);
   }

@@ -56,7 +56,7 @@ struct moments {
   double m2 = 0.0;
 
   /// The state of the union of two disjoint sets of values. Not commutative in the last bits: merge in a fixed order.
-  friend constexpr moments merge(const moments& a, const moments& b) noexcept {
+  friend CAI_HD constexpr moments merge(const moments& a, const moments& b) noexcept {
     if (a.count == 0) return b;
     if (b.count == 0) return a;
     const double na = static_cast<double>(a.count), nb = static_cast<double>(b.count), n = na + nb;
@@ -64,7 +64,7 @@ struct moments {
     return moments{a.count + b.count, a.mean + delta * (nb / n), a.m2 + b.m2 + delta * delta * (na * nb / n)};
   }
   /// Variance: M2 / (n - 1) with Bessel's correction (0 when n < 2), else M2 / n (0 when n = 0).
-  constexpr double variance(bool bessel = true) const noexcept {
+  CAI_HD constexpr double variance(bool bessel = true) const noexcept {
     if (bessel) return count > 1 ? m2 / static_cast<double>(count - 1) : 0.0;
     return count > 0 ? m2 / static_cast<double>(count) : 0.0;
   }
@@ -76,7 +76,7 @@ namespace detail {
 /// Moments of value(i) for i in [0, n) where keep(i); two passes (mean, then squared deviations) so a chunk's M2
 /// keeps full accuracy even when the mean is large compared with the spread.
 template <class Value, class Keep>
-moments moments_of_values(std::int64_t n, Value&& value, Keep&& keep) noexcept {
+CAI_HD moments moments_of_values(std::int64_t n, Value&& value, Keep&& keep) noexcept {
   std::int64_t c = 0;
   double s = 0.0;
   for (std::int64_t i = 0; i < n; ++i)
@@ -97,7 +97,7 @@ moments moments_of_values(std::int64_t n, Value&& value, Keep&& keep) noexcept {
 
 /// Moments of x[i] for i in [0, n) where keep(i).
 template <class T, class Keep>
-moments moments_of(const T* x, std::int64_t n, Keep&& keep) noexcept {
+CAI_HD moments moments_of(const T* x, std::int64_t n, Keep&& keep) noexcept {
   return moments_of_values(n, [x](std::int64_t i) { return x[i]; }, keep);
 }
 
@@ -107,15 +107,16 @@ using mask_view2 = tensor_view<const std::uint8_t, 2, host_space>;
 template <class R>
 concept token_real = std::same_as<R, float> || std::same_as<R, double>;
 
-/// The mask as a view ({} for cai::no_mask).
-template <class M>
-mask_view2 token_mask_of(const M& mask) {
+/// The mask as a view ({} for cai::no_mask), in memory space S.
+template <class M, class S = host_space>
+tensor_view<const std::uint8_t, 2, S> token_mask_of(const M& mask) {
   if constexpr (std::is_same_v<std::remove_cvref_t<M>, no_mask_t>) {
     return {};
   } else {
     static_assert(viewable<M>, "mask: pass a uint8 (B,T) or (1,N) view/tensor, or cai::no_mask");
     static_assert(std::is_same_v<element_of_t<M>, std::uint8_t>, "mask: element type must be std::uint8_t (0/1)");
     static_assert(rank_of_v<M> == 2, "mask: must be (B,T), or (1,N) in the packed layout");
+    static_assert(std::is_same_v<space_of_t<M>, S>, "mask: must live in the memory space of the other inputs");
     return as_const_view(mask);
   }
 }
@@ -154,9 +155,9 @@ row_layout make_layout(std::string_view call, std::string_view ref_name, const t
 }
 
 /// A token view must match the reference view's shape and be contiguous along the tokens.
-template <class T, class U>
-void require_like(std::string_view call, std::string_view name, const tensor_view<T, 2, host_space>& v,
-                  std::string_view ref_name, const tensor_view<U, 2, host_space>& ref) {
+template <class T, class U, class S>
+void require_like(std::string_view call, std::string_view name, const tensor_view<T, 2, S>& v,
+                  std::string_view ref_name, const tensor_view<U, 2, S>& ref) {
   if (v.extent(0) != ref.extent(0) || v.extent(1) != ref.extent(1))
     fail_argument<shape_error>(call, name,
                                concat("the shape of '", ref_name, "' (", ref.extent(0), ", ", ref.extent(1), ")"),
@@ -165,8 +166,8 @@ void require_like(std::string_view call, std::string_view name, const tensor_vie
 }
 
 /// A per-sequence view must hold one value per row.
-template <class T>
-void require_per_row(std::string_view call, std::string_view name, const tensor_view<T, 1, host_space>& v,
+template <class T, class S>
+void require_per_row(std::string_view call, std::string_view name, const tensor_view<T, 1, S>& v,
                      std::int64_t rows) {
   if (v.extent(0) != rows) fail_argument<shape_error>(call, name, concat("one value per sequence (", rows, ")"), v.extent(0));
 }

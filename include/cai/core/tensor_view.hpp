@@ -57,7 +57,8 @@ class tensor_view {
   constexpr tensor_view() noexcept = default;
 
   /// A row-major contiguous view. Throws cai::invalid_argument (host) for a negative extent.
-  constexpr tensor_view(T* data, const extents_type& extents) : data_(data), extents_(extents) {
+  constexpr tensor_view(T* data, const extents_type& extents) : data_(data) {
+    for (std::size_t d = 0; d < Rank; ++d) extents_[d] = extents[d];
     check_extents();
     std::int64_t s = 1;
     for (std::size_t d = Rank; d-- > 0;) {
@@ -67,7 +68,11 @@ class tensor_view {
   }
   /// A strided view. Throws cai::invalid_argument (host) for a negative extent or stride.
   constexpr tensor_view(T* data, const extents_type& extents, const extents_type& strides)
-      : data_(data), extents_(extents), strides_(strides) {
+      : data_(data) {
+    for (std::size_t d = 0; d < Rank; ++d) {
+      extents_[d] = extents[d];
+      strides_[d] = strides[d];
+    }
     check_extents();
     for (std::size_t d = 0; d < Rank; ++d)
       if (strides_[d] < 0)
@@ -78,11 +83,16 @@ class tensor_view {
   template <class U>
     requires(std::is_same_v<const U, T> && !std::is_same_v<U, T>)
   constexpr tensor_view(const tensor_view<U, Rank, Space>& o) noexcept  // NOLINT(google-explicit-constructor)
-      : data_(o.data()), extents_(o.extents()), strides_(o.strides()) {}
+      : data_(o.data_) {
+    for (std::size_t d = 0; d < Rank; ++d) {
+      extents_[d] = o.extents_[d];
+      strides_[d] = o.strides_[d];
+    }
+  }
 
   CAI_HD constexpr T* data() const noexcept { return data_; }
-  CAI_HD constexpr const extents_type& extents() const noexcept { return extents_; }
-  CAI_HD constexpr const extents_type& strides() const noexcept { return strides_; }
+  constexpr extents_type extents() const noexcept { return to_array(extents_); }
+  constexpr extents_type strides() const noexcept { return to_array(strides_); }
   CAI_HD constexpr std::int64_t extent(std::size_t d) const noexcept { return extents_[d]; }
   CAI_HD constexpr std::int64_t stride(std::size_t d) const noexcept { return strides_[d]; }
   /// Number of elements (product of extents).
@@ -157,9 +167,16 @@ class tensor_view {
             detail::concat("cai::tensor_view: extent ", d, " is negative (", extents_[d], "); sizes must be >= 0"));
   }
 
+  static constexpr extents_type to_array(const std::int64_t (&a)[Rank == 0 ? 1 : Rank]) noexcept {
+    extents_type r{};
+    for (std::size_t d = 0; d < Rank; ++d) r[d] = a[d];
+    return r;
+  }
+
+  // Plain arrays, not std::array: their subscript is usable in device code without --expt-relaxed-constexpr.
   T* data_ = nullptr;
-  extents_type extents_{};
-  extents_type strides_{};
+  std::int64_t extents_[Rank == 0 ? 1 : Rank]{};
+  std::int64_t strides_[Rank == 0 ? 1 : Rank]{};
 };
 
 template <class T, std::size_t R>
