@@ -45,9 +45,9 @@ asan=${CAI_ASAN_DIR:-$root/build/asan}
 # sanitizers (tests/algorithms/dpo.cpp: 4 min instead of ~25 on one core) and the suite still runs in seconds.
 stage "configure (ASan + UBSan)" cmake -S . -B "$asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DCAI_WERROR=ON \
   -DCAI_SANITIZE=address,undefined -DCAI_ENABLE_CUDA=OFF -DCAI_ENABLE_TORCH=OFF -DCAI_BUILD_BENCHMARKS=OFF -DCAI_BUILD_EXAMPLES=ON
-stage "build (sanitizers)" cmake --build "$asan" -j"$jobs" --target cai_tests cai_io_tests cai_views_tests cai_sentencepiece_tests cai_demo cai_example_logprobs cai_example_policy_loss cai_example_preference
+stage "build (sanitizers)" cmake --build "$asan" -j"$jobs" --target cai_tests cai_io_tests cai_views_tests cai_sentencepiece_tests cai_thrust_tests cai_demo cai_example_logprobs cai_example_policy_loss cai_example_preference
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-stage "ctest (sanitizers)" ctest --test-dir "$asan" --output-on-failure -j"$jobs" -L "host|io|examples|sentencepiece"
+stage "ctest (sanitizers)" ctest --test-dir "$asan" --output-on-failure -j"$jobs" -L "host|io|examples|sentencepiece|thrust"
 
 # libFuzzer (clang) over the constitution, JSONL and dataset parsers, briefly, from the seed corpus.
 stage "fuzz (libFuzzer, 30 s)" bash fuzz/run.sh 30 "$root/build/fuzz"
