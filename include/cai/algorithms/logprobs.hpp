@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <limits>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
 
 #include "../core/error.hpp"
@@ -493,6 +494,19 @@ void check_values(std::string_view call, const tensor_view<const Idx, 2>& target
     }
 }
 
+/// The input checks the forward and the backward share; returns the views (logits, targets, mask) as const views.
+template <class L, class Y, class M>
+auto checked_inputs(std::string_view call, const L& logits_in, const Y& targets_in, const M& mask_in, float temperature) {
+  constexpr std::size_t R = rank_of_v<L>;
+  const auto logits = as_const_view(logits_in);
+  const auto targets = as_const_view(targets_in);
+  const auto mask = mask_view<R - 1, space_of_t<L>>(mask_in);
+  check_common(call, logits, temperature);
+  check_same_lead(call, "targets", targets, logits);
+  if (!mask.empty() || mask.data()) check_same_lead(call, "mask", mask, logits);
+  return std::tuple{logits, targets, mask};
+}
+
 /// The checks of cai::token_logprobs and the problem they build (shared with cai::cuda's fused PPO forward).
 template <viewable L, viewable Y, class M>
   requires logit_element<element_of_t<L>> && token_index<element_of_t<Y>> && (rank_of_v<L> == 2 || rank_of_v<L> == 3) &&
@@ -501,12 +515,7 @@ auto make_logprob_problem(std::string_view call, const L& logits_in, const Y& ta
                           const logprob_outputs<rank_of_v<L> - 1, space_of_t<L>>& out, const logprob_options& opt) {
   constexpr std::size_t R = rank_of_v<L>;
   using S = space_of_t<L>;
-  const auto logits = as_const_view(logits_in);
-  const auto targets = as_const_view(targets_in);
-  const auto mask = mask_view<R - 1, S>(mask_in);
-  check_common(call, logits, opt.temperature);
-  check_same_lead(call, "targets", targets, logits);
-  if (!mask.empty() || mask.data()) check_same_lead(call, "mask", mask, logits);
+  const auto [logits, targets, mask] = checked_inputs(call, logits_in, targets_in, mask_in, opt.temperature);
   const bool any_out = !out.logp.empty() || !out.entropy.empty() || !out.saved.empty();
   if (!any_out && logits.size() != 0)
     fail_argument(call, "out", "at least one of .logp, .entropy, .saved", "none");
@@ -548,12 +557,7 @@ struct token_logprobs_backward_fn {
     constexpr std::string_view call = "cai::token_logprobs_backward";
     constexpr std::size_t R = rank_of_v<L>;
     using S = space_of_t<L>;
-    const auto logits = as_const_view(logits_in);
-    const auto targets = as_const_view(targets_in);
-    const auto mask = mask_view<R - 1, S>(mask_in);
-    check_common(call, logits, opt.temperature);
-    check_same_lead(call, "targets", targets, logits);
-    if (!mask.empty() || mask.data()) check_same_lead(call, "mask", mask, logits);
+    const auto [logits, targets, mask] = checked_inputs(call, logits_in, targets_in, mask_in, opt.temperature);
     if (!grads.dlogp.empty()) check_same_lead(call, "grads.dlogp", grads.dlogp, logits);
     if (!grads.dentropy.empty()) check_same_lead(call, "grads.dentropy", grads.dentropy, logits);
     check_saved(call, grads.saved, logits);

@@ -123,6 +123,14 @@ class cuda {
                                           "a misaligned pointer");
   }
 
+  /// require_device_view over (name, view) pairs.
+  static void require_device_views(std::string_view) {}
+  template <class V, class... Rest>
+  static void require_device_views(std::string_view call, std::string_view arg, const V& v, const Rest&... rest) {
+    require_device_view(call, arg, v);
+    require_device_views(call, rest...);
+  }
+
   // ----- algorithms (dispatch step 2; the public objects have already checked shapes and parameters) -----------
 
   template <class T, class Idx>
@@ -177,13 +185,8 @@ class cuda {
   template <class T, class Idx, class G>
   void token_logprobs_backward(const logprob_backward_problem<T, Idx, G, device_space>& p) const {
     constexpr std::string_view call = "cai::token_logprobs_backward";
-    require_device_view(call, "logits", p.logits);
-    require_device_view(call, "targets", p.targets);
-    require_device_view(call, "mask", p.mask);
-    require_device_view(call, "grads.dlogp", p.dlogp);
-    require_device_view(call, "grads.dentropy", p.dentropy);
-    require_device_view(call, "grads.saved", p.saved);
-    require_device_view(call, "dlogits", p.dlogits);
+    require_device_views(call, "logits", p.logits, "targets", p.targets, "mask", p.mask, "grads.dlogp", p.dlogp,
+                         "grads.dentropy", p.dentropy, "grads.saved", p.saved, "dlogits", p.dlogits);
     if (p.logits.extent(0) * p.logits.extent(1) == 0) return;
     detail::cuda_check(kernels::token_logprobs_backward(p, status_block(), stream()), call, "the kernel launch");
   }
@@ -213,23 +216,14 @@ class cuda {
 
   template <class T, class Idx>
   static void require_problem_views(std::string_view call, const logprob_problem<T, Idx, device_space>& p) {
-    require_device_view(call, "logits", p.logits);
-    require_device_view(call, "targets", p.targets);
-    require_device_view(call, "mask", p.mask);
-    require_device_view(call, "out.logp", p.logp);
-    require_device_view(call, "out.entropy", p.entropy);
-    require_device_view(call, "out.saved", p.saved);
+    require_device_views(call, "logits", p.logits, "targets", p.targets, "mask", p.mask, "out.logp", p.logp,
+                         "out.entropy", p.entropy, "out.saved", p.saved);
   }
 
   template <bool Values, class R>
   void run_gae(std::string_view call, const device_gae_problem<R>& p) const {
-    require_device_view(call, "rewards", p.rewards);
-    require_device_view(call, "values", p.values);
-    require_device_view(call, "mask", p.mask);
-    require_device_view(call, "advantages", p.advantages);
-    require_device_view(call, "returns", p.returns);
-    require_device_view(call, "bootstrap_values", p.bootstrap);
-    require_device_view(call, "cu_seqlens", p.cu_seqlens);
+    require_device_views(call, "rewards", p.rewards, "values", p.values, "mask", p.mask, "advantages", p.advantages,
+                         "returns", p.returns, "bootstrap_values", p.bootstrap, "cu_seqlens", p.cu_seqlens);
     if (p.rows == 0) return;
     detail::cuda_check(kernels::gae<Values>(p, status_block(), stream()), call, "the kernel launch");
   }

@@ -90,6 +90,7 @@
 #include "../algorithms/sampling.hpp"
 #include "../concepts/backend.hpp"
 #include "../concepts/types.hpp"
+#include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
 #include "../core/math.hpp"
 #include "../core/rng.hpp"
@@ -468,17 +469,9 @@ struct parameter_store {
     }
     const std::uint64_t sum = fnv1a(buf.data(), buf.size());
     put(&sum, 8);
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-      if (!f) detail::fail(call, detail::concat("cannot open '", tmp, "' for writing"));
+    detail::write_file_atomic(path, call, [&](std::ostream& f) {
       f.write(reinterpret_cast<const char*>(buf.data()), static_cast<std::streamsize>(buf.size()));
-      f.close();
-      if (!f) detail::fail(call, detail::concat("cannot write '", tmp, "'"));
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) detail::fail(call, detail::concat("cannot rename '", tmp, "' to '", path, "': ", ec.message()));
+    });
   }
 
   /// Reads a file written by save() with the same magic, config and with_optimizer flag into params (and, with

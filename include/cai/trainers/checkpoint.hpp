@@ -55,6 +55,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "../core/atomic_file.hpp"
 #include "../core/error.hpp"
 #include "../core/rng.hpp"
 #include "../io/progress.hpp"
@@ -84,18 +85,7 @@ namespace detail {
 
 /// Writes `j` to `path` through path + ".tmp" and a rename, so readers never see a half-written file.
 inline void write_json_atomic(const std::filesystem::path& path, const nlohmann::json& j, std::string_view call) {
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) fail(call, concat("cannot open '", tmp.string(), "' for writing"));
-    f << j.dump(2) << '\n';
-    f.close();
-    if (!f) fail(call, concat("cannot write '", tmp.string(), "'"));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) fail(call, concat("cannot rename '", tmp.string(), "' to '", path.string(), "': ", ec.message()));
+  write_file_atomic(path, call, [&](std::ostream& f) { f << j.dump(2) << '\n'; });
 }
 
 /// The JSON object in `path`; cai::parse_error naming the file when it is not one.

@@ -55,6 +55,7 @@
 #include "../algorithms/sequence_logps.hpp"
 #include "../concepts/policy.hpp"
 #include "../concepts/tokenizer.hpp"
+#include "../core/atomic_file.hpp"
 #include "../core/host.hpp"
 #include "../core/tensor.hpp"
 #include "../io/datasets.hpp"
@@ -170,17 +171,14 @@ reference_logps compute_reference_logps(R& reference, const Tok& tok, std::span<
     out.chosen.insert(out.chosen.end(), pc.begin(), pc.end());
     out.rejected.insert(out.rejected.end(), pr.begin(), pr.end());
   }
-  if (!cache.empty()) {
-    std::filesystem::path tmp = cache;
-    tmp += ".tmp";
-    std::filesystem::remove(tmp);  // jsonl_writer appends: a leftover from a killed run must not prefix the records
-    {
-      jsonl_writer w(tmp);
+  if (!cache.empty())
+    detail::write_file_atomic(cache, "cai::compute_reference_logps", [&](std::ostream& f) {
       for (std::size_t i = 0; i < n; ++i)
-        w.write({{"index", i}, {"chosen", static_cast<double>(out.chosen[i])}, {"rejected", static_cast<double>(out.rejected[i])}});
-    }
-    std::filesystem::rename(tmp, cache);
-  }
+        f << nlohmann::json{{"index", i}, {"chosen", static_cast<double>(out.chosen[i])},
+                            {"rejected", static_cast<double>(out.rejected[i])}}
+                 .dump()
+          << '\n';
+    });
   return out;
 }
 
