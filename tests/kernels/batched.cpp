@@ -8,6 +8,7 @@
 #include <cai/algorithms/advantages.hpp>
 #include <cai/algorithms/dpo.hpp>
 #include <cai/algorithms/ppo.hpp>
+#include <cai/algorithms/preference.hpp>
 #include <cai/algorithms/stats.hpp>
 #include <cai/core/host.hpp>
 #include <cai/kernels/batched.hpp>
@@ -224,6 +225,40 @@ TEST_CASE("batched DPO-family pair losses equal cai::dpo_loss bit for bit", "[th
                         .weighted(1.0, 0.5, 0.25),
                     d, weights);
     check_pair_loss(dpo::with_divergence<dpo::sigmoid, cai::fdiv::js_divergence>{dpo::sigmoid{.beta = 0.1}, {}}, d, weights);
+  }
+}
+
+TEST_CASE("batched Bradley-Terry equals cai::bradley_terry_loss bit for bit", "[thrust][preference]") {
+  const pair_data d = random_pairs(29, 9);
+  const std::int64_t n = d.n;
+  std::vector<double> margin(d.pc.size()), labels(d.pc.size());
+  for (std::size_t i = 0; i < margin.size(); ++i) {
+    margin[i] = 0.1 * static_cast<double>(i % 3);
+    labels[i] = 0.5 + 0.4 * std::sin(static_cast<double>(i));
+  }
+  for (const bool soft : {false, true}) {
+    const cai::bradley_terry_options o{.center_coef = 0.01, .l2_coef = 0.001};
+    std::vector<double> gc(d.pc.size()), gr(gc.size()), ls(gc.size()), scratch(gc.size());
+    double total[6];
+    cai::batched::bradley_terry(omp, cai::batched::reward_pairs<double>{d.pc.data(), d.pr.data(), margin.data(),
+                                                                        soft ? labels.data() : nullptr, n},
+                                o, gc.data(), gr.data(), ls.data(), total, scratch.data(), n);
+    std::vector<double> hc(gc.size()), hr(gc.size()), hl(gc.size());
+    const auto v = [n](const std::vector<double>& y) { return cai::make_view(y.data(), {n}); };
+    cai::reward_pair_batch<double> in{v(d.pc), v(d.pr), v(margin), {}};
+    if (soft) in.labels = v(labels);
+    const auto r = cai::bradley_terry_loss(cai::host{}, in,
+                                           {cai::make_view(hc.data(), {n}), cai::make_view(hr.data(), {n}),
+                                            cai::make_view(hl.data(), {n})},
+                                           o);
+    REQUIRE(same(total[0], r.loss));
+    REQUIRE(same(total[5], r.metrics.accuracy));
+    REQUIRE(same(total[4], r.metrics.margin));
+    for (std::size_t i = 0; i < gc.size(); ++i) {
+      REQUIRE(same(gc[i], hc[i]));
+      REQUIRE(same(gr[i], hr[i]));
+      REQUIRE(same(ls[i], hl[i]));
+    }
   }
 }
 

@@ -9,6 +9,7 @@
 #include <cai/algorithms/gae.hpp>
 #include <cai/algorithms/logprobs.hpp>
 #include <cai/algorithms/ppo.hpp>
+#include <cai/algorithms/preference.hpp>
 #include <cai/algorithms/stats.hpp>
 #include <cai/core/error.hpp>
 #include <cai/core/half.hpp>
@@ -460,6 +461,11 @@ TEST_CASE("cai::batched on the GPU matches the host path", "[cuda][thrust]") {
   REQUIRE(close(d.pair_total[0], pr.loss));
   REQUIRE(close(d.pair_total[5], pr.metrics.accuracy));
   for (std::size_t i = 0; i < dc.size(); ++i) REQUIRE(close(d.pair_dchosen[i], dc[i]));
+  std::vector<double> bc(static_cast<std::size_t>(c.B));
+  const auto bt = cai::bradley_terry_loss(cai::host{}, cai::reward_pair_batch<double>{v1(c.pc), v1(c.pr), {}, {}},
+                                          {.chosen = cai::make_view(bc.data(), {c.B})}, {.center_coef = 0.01});
+  REQUIRE(close(d.bt_total[0], bt.loss));
+  for (std::size_t i = 0; i < bc.size(); ++i) REQUIRE(close(d.bt_dchosen[i], bc[i]));
   std::vector<double> g(c.logp.size());
   const auto v2 = [&](const std::vector<double>& y) { return cai::make_view(y.data(), {c.B, c.T}); };
   const auto pl = cai::policy_loss(cai::host{}, cai::ppo_objective<>{},

@@ -245,7 +245,13 @@ batched_device_result device_batched(const batched_case& c) {
   cai::batched::surrogate_loss(pol, cai::pg::ppo_clip{}, cai::agg::token_mean{}, 20.0, tb,
                                cai::batched::rows_of<double>{sg.p, c.T}, stotal.p, sscratch.p,
                                cai::batched::surrogate_loss_scratch(c.B));
+  dbuf<double> btotal(6), bdc(c.pc.size()), bscratch(c.pc.size());
+  cai::batched::bradley_terry(pol, cai::batched::reward_pairs<double>{pc.p, pr.p, nullptr, nullptr, n},
+                              cai::bradley_terry_options{.center_coef = 0.01}, bdc.p, nullptr, nullptr, btotal.p,
+                              bscratch.p, n);
   gpu.synchronize("device_batched");
+  r.bt_total = btotal.host();
+  r.bt_dchosen = bdc.host();
   for (const cai::moments& m : rows.host()) {
     r.row_count.push_back(m.count);
     r.row_mean.push_back(m.mean);

@@ -60,7 +60,7 @@ gae_device_result device_gae(const gae_case& c);
 
 /// cai::batched (kernels/batched.hpp) on the GPU through cai::cuda::policy(): moments of x (B, T) under mask, grpo
 /// advantages of scores in groups of G, the sigmoid DPO loss of pairs (pc, pr, rc, rr), and the ppo_clip surrogate
-/// (token_mean) of logp / old_logp / adv under mask.
+/// (token_mean) of logp / old_logp / adv under mask, and the Bradley-Terry loss of rewards (pc, pr).
 struct batched_case {
   std::int64_t B = 0, T = 0, G = 1;
   std::vector<double> x, scores, pc, pr, rc, rr, logp, old_logp, adv;
@@ -71,7 +71,7 @@ struct batched_device_result {
   std::vector<std::int64_t> row_count;
   double mean = 0, m2 = 0;
   std::int64_t count = 0;
-  std::vector<double> grpo, pair_total, pair_dchosen, surrogate_total, surrogate_dlogp;
+  std::vector<double> grpo, pair_total, pair_dchosen, surrogate_total, surrogate_dlogp, bt_total, bt_dchosen;
 };
 batched_device_result device_batched(const batched_case& c);
 

@@ -121,6 +121,19 @@ CAI_HD inline void soft_logistic(double d, double p, double& loss, double& grad)
   grad = sigmoid(d) - p;
 }
 
+/// One pair of the Bradley-Terry loss: rewards c, r, margin m, label p -> the pair's loss and d loss / d c, d r
+/// (before the 1 / n of the mean). Shared by the host loop below and cai::batched::bradley_terry.
+struct bt_terms {
+  double loss, dc, dr;
+};
+CAI_HD inline bt_terms bt_pair_terms(double c, double r, double m, double lab, const bradley_terry_options& o) noexcept {
+  double l = 0.0, g = 0.0;
+  soft_logistic(c - r - m, lab, l, g);
+  const double sum = c + r;
+  l += o.center_coef * sum * sum + o.l2_coef * 0.5 * (c * c + r * r);
+  return {l, g + 2.0 * o.center_coef * sum + o.l2_coef * c, -g + 2.0 * o.center_coef * sum + o.l2_coef * r};
+}
+
 struct nll_value {
   double value = 0.0, dlogp = 0.0;  // NLL and d NLL / d logp_sums_i (the same for every i)
 };
@@ -175,17 +188,12 @@ preference_result bradley_terry_loss(const B&, const bt_problem<R>& p) {
     const double c = static_cast<double>(in.chosen(i)), r = static_cast<double>(in.rejected(i));
     const double m = in.margin.data() ? static_cast<double>(in.margin(i)) : 0.0;
     const double lab = in.labels.data() ? static_cast<double>(in.labels(i)) : 1.0;
-    double l = 0.0, g = 0.0;
-    detail::soft_logistic(c - r - m, lab, l, g);
-    const double sum = c + r;
-    l += p.opt.center_coef * sum * sum + p.opt.l2_coef * 0.5 * (c * c + r * r);
-    total += l;
+    const detail::bt_terms t = detail::bt_pair_terms(c, r, m, lab, p.opt);
+    total += t.loss;
     ms.add(c, r);
-    if (p.out.losses.data()) p.out.losses(i) = static_cast<R>(l);
-    const double gc = g + 2.0 * p.opt.center_coef * sum + p.opt.l2_coef * c;
-    const double gr = -g + 2.0 * p.opt.center_coef * sum + p.opt.l2_coef * r;
-    if (p.out.chosen.data()) p.out.chosen(i) = static_cast<R>(gc * inv);
-    if (p.out.rejected.data()) p.out.rejected(i) = static_cast<R>(gr * inv);
+    if (p.out.losses.data()) p.out.losses(i) = static_cast<R>(t.loss);
+    if (p.out.chosen.data()) p.out.chosen(i) = static_cast<R>(t.dc * inv);
+    if (p.out.rejected.data()) p.out.rejected(i) = static_cast<R>(t.dr * inv);
   }
   return {total * inv, ms.finish()};
 }

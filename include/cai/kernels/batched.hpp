@@ -5,7 +5,8 @@
 //   on host threads with Thrust's OpenMP system (g++ -fopenmp -DTHRUST_DEVICE_SYSTEM=THRUST_DEVICE_SYSTEM_OMP),
 //                   which is how CI tests these paths without a GPU (tests/kernels/batched.cpp).
 // The per-element math is the host path's CAI_HD functions, not a copy: moments_of / merge (sequences.hpp),
-// group_stats_of / group_advantage (advantages.hpp), dpo_pair_terms (dpo.hpp), token_ratio / pg::eval (ppo.hpp).
+// group_stats_of / group_advantage (advantages.hpp), dpo_pair_terms (dpo.hpp), bt_pair_terms (preference.hpp),
+// token_ratio / pg::eval (ppo.hpp).
 //
 // Conventions (CUB-style, DESIGN.md): every input and output is memory the policy can address (device memory for
 // cai::cuda); nothing allocates, nothing returns a host value, nothing synchronises (par_nosync). Results that the
@@ -28,6 +29,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <type_traits>
 
 #include "../algorithms/advantages.hpp"
 #include "../algorithms/dpo.hpp"
@@ -249,7 +251,7 @@ void group_advantages(const Policy& policy, const E& est, const double* scores, 
 /// Writes a[b] to the counted tokens of row b (0 elsewhere), and to sequence_out[b] when given.
 template <class Policy, class R>
 void broadcast_rows(const Policy& policy, const double* a, rows_of<const std::uint8_t> mask, const row_layout& L,
-                    rows_of<R> out, R* sequence_out = nullptr) {
+                    rows_of<R> out, std::type_identity_t<R>* sequence_out = nullptr) {
   detail::for_n(policy, L.rows, detail::broadcast_op<R>{a, mask, L, out, sequence_out});
 }
 
@@ -387,6 +389,75 @@ void pair_loss(const Policy& policy, const Spec& spec, const pair_batch<R>& in, 
     if (out.total) detail::for_n(policy, 1, detail::member_total_op{member, n, out.total});
   });
   detail::for_n(policy, 1, detail::pair_finish_op<R>{v, acc, ::cai::detail::first_beta(spec), out});
+}
+
+// ----- Bradley-Terry reward-model loss ----------------------------------------------------------------------------
+
+/// Reward pairs in the policy's memory (reward_pair_batch's fields; margin and labels may be null).
+template <class R>
+struct reward_pairs {
+  const R *chosen = nullptr, *rejected = nullptr, *margin = nullptr, *labels = nullptr;
+  std::int64_t n = 0;
+};
+
+namespace detail {
+
+template <class R>
+struct bt_pair_op {
+  reward_pairs<R> in;
+  bradley_terry_options opt;
+  double inv;
+  R *dchosen, *drejected;
+  double* losses;  // n
+  CAI_HD void operator()(std::int64_t i) const noexcept {
+    const ::cai::detail::bt_terms t = ::cai::detail::bt_pair_terms(
+        static_cast<double>(in.chosen[i]), static_cast<double>(in.rejected[i]),
+        in.margin ? static_cast<double>(in.margin[i]) : 0.0, in.labels ? static_cast<double>(in.labels[i]) : 1.0, opt);
+    losses[i] = t.loss;
+    if (dchosen) dchosen[i] = static_cast<R>(t.dc * inv);
+    if (drejected) drejected[i] = static_cast<R>(t.dr * inv);
+  }
+};
+
+/// Folds the loss and the metrics in pair order (as generic::bradley_terry_loss).
+template <class R>
+struct bt_total_op {
+  reward_pairs<R> in;
+  const double* losses;
+  R* out_losses;
+  double* total;
+  CAI_HD void operator()(std::int64_t) const noexcept {
+    const std::int64_t n = in.n;
+    double s = 0.0;
+    pair_metrics_sum ms;
+    for (std::int64_t i = 0; i < n; ++i) {
+      s += losses[i];
+      ms.add(static_cast<double>(in.chosen[i]), static_cast<double>(in.rejected[i]));
+      if (out_losses) out_losses[i] = static_cast<R>(losses[i]);
+    }
+    const pair_metrics m = ms.finish();
+    total[0] = s * (n > 0 ? 1.0 / static_cast<double>(n) : 0.0);
+    total[1] = static_cast<double>(m.count);
+    total[2] = m.chosen;
+    total[3] = m.rejected;
+    total[4] = m.margin;
+    total[5] = m.accuracy;
+  }
+};
+
+}  // namespace detail
+
+/// cai::bradley_terry_loss over n reward pairs: d loss / d chosen, rejected (either may be null), per-pair losses
+/// (may be null), and total = [loss, count, chosen, rejected, margin, accuracy]. scratch: n doubles.
+template <class Policy, class R>
+void bradley_terry(const Policy& policy, const reward_pairs<R>& in, const bradley_terry_options& opt,
+                   std::type_identity_t<R>* dchosen, std::type_identity_t<R>* drejected, std::type_identity_t<R>* losses,
+                   double* total, double* scratch, std::int64_t scratch_size) {
+  detail::require_scratch("cai::batched::bradley_terry", scratch_size, in.n);
+  if (in.n <= 0) return;
+  detail::for_n(policy, in.n,
+                detail::bt_pair_op<R>{in, opt, 1.0 / static_cast<double>(in.n), dchosen, drejected, scratch});
+  detail::for_n(policy, 1, detail::bt_total_op<R>{in, scratch, losses, total});
 }
 
 // ----- PPO-family token surrogates ---------------------------------------------------------------------------------
