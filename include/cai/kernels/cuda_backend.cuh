@@ -3,8 +3,9 @@
 //
 // Compiled by nvcc only. The backend's members are the dispatch step 2 of every algorithm it implements
 // (algorithms/dispatch.hpp): token_logprobs, token_logprobs_backward (kernels/logprobs.cuh), gae and
-// discounted_returns (kernels/gae.cuh). The batched statistics and losses (kernels/batched.hpp) run on policy(). Each member checks its views at the boundary (device memory, element
-// alignment), launches on the backend's stream, and throws cai::cuda_error naming the call if the launch fails.
+// discounted_returns (kernels/gae.cuh); the batched statistics and losses (kernels/batched.hpp) run on policy().
+// Each member checks its views at the boundary (device memory, element alignment), launches on the backend's
+// stream, and throws cai::cuda_error naming the call if the launch fails.
 // Nothing here synchronises implicitly: problems found in data go to the status block, which synchronize() reads,
 // resets and turns into the exception the host path would have thrown (cai::invalid_argument naming the argument).
 //
