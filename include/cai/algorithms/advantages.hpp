@@ -221,6 +221,12 @@ std::vector<double> scores_of(const advantage_problem<R>& p) {
   return s;
 }
 
+/// y[t] = v at the counted tokens of a row of n (m null: all), 0 elsewhere. Shared with cai::batched::broadcast_rows.
+template <class R>
+CAI_HD void broadcast_row(R v, R* y, const std::uint8_t* m, std::int64_t n) noexcept {
+  for (std::int64_t t = 0; t < n; ++t) y[t] = (!m || m[t]) ? v : R(0);
+}
+
 /// Writes a per-row advantage to the row's counted tokens (0 elsewhere) and to sequence_advantages.
 template <class R>
 void broadcast_rows(const auto& b, const advantage_problem<R>& p, const std::vector<double>& a) {
@@ -228,9 +234,7 @@ void broadcast_rows(const auto& b, const advantage_problem<R>& p, const std::vec
   parallel_for(b, L.rows, 64, [&](std::int64_t r0, std::int64_t r1) {
     for (std::int64_t r = r0; r < r1; ++r) {
       const R v = static_cast<R>(a[static_cast<std::size_t>(r)]);
-      R* y = L.row(p.out.advantages, r);
-      const std::uint8_t* m = p.in.mask.data() ? L.row(p.in.mask, r) : nullptr;
-      for (std::int64_t t = 0; t < L.length(r); ++t) y[t] = (!m || m[t]) ? v : R(0);
+      broadcast_row(v, L.row(p.out.advantages, r), p.in.mask.data() ? L.row(p.in.mask, r) : nullptr, L.length(r));
       if (p.out.sequence_advantages.data()) p.out.sequence_advantages(r) = v;
     }
   });

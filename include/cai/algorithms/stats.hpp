@@ -69,6 +69,23 @@ struct whiten_problem {
 namespace detail {
 inline constexpr std::int64_t stats_row_grain = 16;
 
+/// Whitens one row of n values with statistics st: y = (x - mean) / sqrt(var + eps) (+ mean without shift) at
+/// counted positions, 0 elsewhere; eps = 0 with a flat set whitens to 0, not 0 * inf. Shared by generic::whiten
+/// and cai::batched::whiten.
+template <class T>
+CAI_HD void whiten_row(const T* x, T* y, const std::uint8_t* m, std::int64_t n, const moments& st, bool bessel,
+                       bool shift_mean, double eps) noexcept {
+  using std::sqrt;
+  const double mean = st.mean;
+  const double denom = st.variance(bessel) + eps;
+  const double inv = denom > 0.0 ? 1.0 / sqrt(denom) : 0.0;
+  const double back = shift_mean ? 0.0 : mean;
+  for (std::int64_t t = 0; t < n; ++t) {
+    const bool keep = (m == nullptr || m[t] != 0) && st.count > 0;
+    y[t] = keep ? static_cast<T>((static_cast<double>(x[t]) - mean) * inv + back) : T(0);
+  }
+}
+
 template <class T>
 moments row_moments_of(const stats_problem<T>& p, std::int64_t b) noexcept {
   const T* x = p.layout.row(p.x, b);
@@ -108,19 +125,9 @@ moments whiten(const B& b, const whiten_problem<T>& p) {
   parallel_for(b, in.layout.rows, detail::stats_row_grain, [&](std::int64_t r0, std::int64_t r1) {
     for (std::int64_t r = r0; r < r1; ++r) {
       const moments st = p.opt.per_row ? detail::row_moments_of(in, r) : whole;
-      const T* x = in.layout.row(in.x, r);
-      T* y = in.layout.row(p.out, r);
-      const std::uint8_t* m = in.mask.data() ? in.layout.row(in.mask, r) : nullptr;
-      const std::int64_t n = in.layout.length(r);
-      const double mean = st.mean;
-      // eps = 0 and a flat (or single-token) set: every centred value is exactly 0, so whiten to 0, not 0 * inf.
-      const double denom = st.variance(p.opt.bessel) + p.opt.eps;
-      const double inv = denom > 0.0 ? 1.0 / std::sqrt(denom) : 0.0;
-      const double back = p.opt.shift_mean ? 0.0 : mean;
-      for (std::int64_t t = 0; t < n; ++t) {
-        const bool keep = (m == nullptr || m[t] != 0) && st.count > 0;
-        y[t] = keep ? static_cast<T>((static_cast<double>(x[t]) - mean) * inv + back) : T(0);
-      }
+      detail::whiten_row(in.layout.row(in.x, r), in.layout.row(p.out, r),
+                         in.mask.data() ? in.layout.row(in.mask, r) : nullptr, in.layout.length(r), st, p.opt.bessel,
+                         p.opt.shift_mean, p.opt.eps);
     }
   });
   return whole;

@@ -111,19 +111,8 @@ struct whiten_op {
   double eps;
   rows_of<T> out;
   CAI_HD void operator()(std::int64_t b) const noexcept {
-    using std::sqrt;
-    const moments st = per_row ? stats[b] : stats[0];
-    const T* xr = x.row(L, b);
-    T* y = out.row(L, b);
-    const std::uint8_t* m = mask.data ? mask.row(L, b) : nullptr;
-    const std::int64_t n = L.length(b);
-    const double denom = st.variance(bessel) + eps;  // as generic::whiten: a flat set with eps = 0 whitens to 0
-    const double inv = denom > 0.0 ? 1.0 / sqrt(denom) : 0.0;
-    const double back = shift_mean ? 0.0 : st.mean;
-    for (std::int64_t t = 0; t < n; ++t) {
-      const bool keep = (m == nullptr || m[t] != 0) && st.count > 0;
-      y[t] = keep ? static_cast<T>((static_cast<double>(xr[t]) - st.mean) * inv + back) : T(0);
-    }
+    ::cai::detail::whiten_row(x.row(L, b), out.row(L, b), mask.data ? mask.row(L, b) : nullptr, L.length(b),
+                              per_row ? stats[b] : stats[0], bessel, shift_mean, eps);
   }
 };
 
@@ -193,9 +182,7 @@ struct broadcast_op {
   R* sequence_out;
   CAI_HD void operator()(std::int64_t b) const noexcept {
     const R v = static_cast<R>(a[b]);
-    R* y = out.row(L, b);
-    const std::uint8_t* m = mask.data ? mask.row(L, b) : nullptr;
-    for (std::int64_t t = 0; t < L.length(b); ++t) y[t] = (m == nullptr || m[t] != 0) ? v : R(0);
+    ::cai::detail::broadcast_row(v, out.row(L, b), mask.data ? mask.row(L, b) : nullptr, L.length(b));
     if (sequence_out) sequence_out[b] = v;
   }
 };
